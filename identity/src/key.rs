@@ -215,6 +215,39 @@ impl fmt::Display for Signature {
     }
 }
 
+/// Public keys and signatures travel in JSON as lower-case hex.
+mod hex_serde {
+    use super::*;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
+
+    impl Serialize for PublicKey {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for PublicKey {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            let text = String::deserialize(d)?;
+            let mut bytes = [0u8; PUBLIC_KEY_LEN];
+            hex::decode_to_slice(&text, &mut bytes).map_err(D::Error::custom)?;
+            PublicKey::from_bytes(&bytes).map_err(D::Error::custom)
+        }
+    }
+
+    impl Serialize for Signature {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Signature {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            Signature::from_hex(&String::deserialize(d)?).map_err(D::Error::custom)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

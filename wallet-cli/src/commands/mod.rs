@@ -1,0 +1,6 @@
+//! One module per command group.
+
+pub mod credential;
+pub mod did;
+pub mod key;
+pub mod signature;
