@@ -165,30 +165,30 @@ pub(crate) fn download_resumable(
             }
         };
         have += n as u64;
-        if let Some(t) = total {
-            if have > t {
-                drop(file);
-                let _ = std::fs::remove_file(part);
-                return Err(ModelsError::SizeMismatch {
-                    file: url.to_owned(),
-                    expected: t,
-                    actual: have,
-                });
-            }
-        }
-        file.write_all(&buf[..n])
-            .map_err(|e| ModelsError::io(part, e))?;
-        progress(have, total);
-    }
-    file.sync_all().map_err(|e| ModelsError::io(part, e))?;
-    if let Some(t) = total {
-        if have != t {
+        if let Some(t) = total
+            && have > t
+        {
+            drop(file);
+            let _ = std::fs::remove_file(part);
             return Err(ModelsError::SizeMismatch {
                 file: url.to_owned(),
                 expected: t,
                 actual: have,
             });
         }
+        file.write_all(&buf[..n])
+            .map_err(|e| ModelsError::io(part, e))?;
+        progress(have, total);
+    }
+    file.sync_all().map_err(|e| ModelsError::io(part, e))?;
+    if let Some(t) = total
+        && have != t
+    {
+        return Err(ModelsError::SizeMismatch {
+            file: url.to_owned(),
+            expected: t,
+            actual: have,
+        });
     }
     Ok(())
 }

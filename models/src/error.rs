@@ -53,7 +53,9 @@ pub enum ModelsError {
     },
 
     /// A transfer broke off mid-body; the bytes received so far are kept for resuming.
-    #[error("download of {url} interrupted after {received} bytes: {reason} (run the pull again to resume)")]
+    #[error(
+        "download of {url} interrupted after {received} bytes: {reason} (run the pull again to resume)"
+    )]
     Interrupted {
         /// URL being downloaded.
         url: String,

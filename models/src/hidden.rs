@@ -115,7 +115,8 @@ impl HiddenStates {
         if bytes[6] != 0 || bytes[7] != 0 {
             return bad("reserved bytes are not zero");
         }
-        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         let position = u32_at(8);
         let seq_len = u32_at(12);
         let hidden_dim = u32_at(16);
@@ -171,7 +172,12 @@ mod tests {
 
     #[test]
     fn f16_round_trip_is_close_and_header_checked() {
-        let h = HiddenStates { position: 3, seq_len: 2, hidden_dim: 2, data: vec![1.0, -2.5, 0.1, 1000.0] };
+        let h = HiddenStates {
+            position: 3,
+            seq_len: 2,
+            hidden_dim: 2,
+            data: vec![1.0, -2.5, 0.1, 1000.0],
+        };
         let bytes = h.encode(WireDType::F16);
         assert_eq!(bytes.len(), HIDDEN_HEADER_LEN + 8);
         let d = HiddenStates::decode(&bytes).expect("decode");

@@ -1,13 +1,39 @@
 //! mycel's models: the registry, pulling and verifying weights, CPU inference with candle,
-//! layer-range (sharded) execution, sampling and token streaming.
+//! layer-range (sharded) execution, sampling, token streaming, verification scoring and
+//! embeddings.
 //!
 //! Place in the architecture: the node (`mycel-node`) owns networking and calls this crate to
-//! pull models into its data dir ([`pull::pull`]), load them ([`ChatModel::load`]) and serve
-//! sessions ([`ChatModel::generate`]). This crate does no networking beyond fetching model
-//! files, and nothing it loads has escaped sha256 verification ([`pull::VerifiedModel`]).
-//! Normative formats are in `specs/models.md`.
+//! pull models into its data dir, load them and serve sessions. This crate does no networking
+//! beyond fetching model files, and nothing it loads has escaped sha256 verification
+//! ([`VerifiedModel`]). Normative formats are in `specs/models.md`.
+//!
+//! Typical use by the node:
+//!
+//! ```no_run
+//! # fn main() -> mycel_models::Result<()> {
+//! use std::sync::Arc;
+//! use mycel_models::*;
+//! let registry = Registry::load_default()?;
+//! let entry = registry.get(registry::DEFAULT_CHAT_MODEL)?;
+//! let verified = pull(entry, std::path::Path::new("data/models"), None, |p| {
+//!     eprintln!("{:?} {} {}/{:?}", p.stage, p.file, p.done, p.total)
+//! })?;
+//! let model = Arc::new(ChatModel::load(&verified, &LoadOptions::default())?);
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(TOKEN_CHANNEL_CAPACITY);
+//! let handle = spawn_generate(
+//!     model.clone(),
+//!     model.new_session(),
+//!     vec![ChatMessage::user("What is the capital of France?")],
+//!     SamplingParams::default(),
+//!     tx,
+//! );
+//! // Receive `Token`s from `rx`; dropping `rx` cancels the generation.
+//! # drop((handle, rx)); Ok(()) }
+//! ```
 
+pub mod chat;
 mod download;
+pub mod embed;
 pub mod error;
 pub mod hidden;
 pub mod llama;
@@ -16,12 +42,26 @@ pub mod pypi;
 pub mod registry;
 pub mod sampling;
 pub mod template;
+pub mod tiny;
 pub mod tokenizer;
+pub mod verify;
 
+pub use chat::{
+    ChatModel, Completion, FinishReason, LoadOptions, Session, TOKEN_CHANNEL_CAPACITY, Token,
+    hidden_to_wire, spawn_generate,
+};
+pub use embed::EmbeddingModel;
 pub use error::{ModelsError, Result};
-pub use pull::{Progress, PullOptions, Stage, VerifiedModel, pull, pull_with_options, verify_cached};
+pub use hidden::{HiddenStates, WireDType};
+pub use llama::{LayerRange, StageInput, StageOutput};
+pub use pull::{
+    Progress, PullOptions, Stage, VerifiedModel, pull, pull_with_options, verify_cached,
+};
 pub use pypi::PyPiIndex;
 pub use registry::{
     Architecture, ChatTemplate, ModelEntry, ModelFile, ModelId, ModelKind, Registry, Sha256Digest,
     Source,
 };
+pub use sampling::SamplingParams;
+pub use template::{ChatMessage, Role};
+pub use verify::{TokenScore, Verdict, VerifyPolicy};

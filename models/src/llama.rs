@@ -120,14 +120,20 @@ impl LlamaConfig {
         let n_kv_head = md("llama.attention.head_count_kv")?.to_u32()? as usize;
         let n_embd = md("llama.embedding_length")?.to_u32()? as usize;
         let n_layer = md("llama.block_count")?.to_u32()?;
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || n_embd % n_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+            || !n_embd.is_multiple_of(n_head)
+        {
             return Err(ModelsError::BadModel("inconsistent head counts".into()));
         }
         let head_dim = n_embd / n_head;
-        if let Ok(v) = md("llama.rope.dimension_count") {
-            if v.to_u32()? as usize != head_dim {
-                return Err(ModelsError::BadModel("partial RoPE is not supported".into()));
-            }
+        if let Ok(v) = md("llama.rope.dimension_count")
+            && v.to_u32()? as usize != head_dim
+        {
+            return Err(ModelsError::BadModel(
+                "partial RoPE is not supported".into(),
+            ));
         }
         let vocab_size = ct
             .metadata
@@ -153,15 +159,69 @@ impl LlamaConfig {
     }
 }
 
+/// Projections that read the same input, either fused into one matmul (rows stacked, one
+/// activation quantization and one dispatch instead of several) or kept apart.
+enum Proj {
+    Fused { w: QMatMul, widths: Vec<usize> },
+    Split(Vec<QMatMul>),
+}
+
+impl Proj {
+    /// Builds from weights sharing their input width; fuses when requantizing (the f32 copy
+    /// is made anyway, and requantizing to the target type loses nothing more).
+    fn new(parts: Vec<QTensor>, requant: Option<GgmlDType>) -> Result<Self> {
+        match requant {
+            Some(target) if requantizable(&parts[0], target) => {
+                let widths = parts
+                    .iter()
+                    .map(|p| p.shape().dims()[0])
+                    .collect::<Vec<_>>();
+                let f = parts
+                    .iter()
+                    .map(|p| p.dequantize(&Device::Cpu))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let cat = Tensor::cat(&f, 0)?;
+                let w = QMatMul::from_qtensor(QTensor::quantize(&cat, target)?)?;
+                Ok(Proj::Fused { w, widths })
+            }
+            _ => Ok(Proj::Split(
+                parts
+                    .into_iter()
+                    .map(|p| QMatMul::from_qtensor(requantize(p, requant)?).map_err(Into::into))
+                    .collect::<Result<Vec<_>>>()?,
+            )),
+        }
+    }
+
+    /// Outputs, one per part, each `(1, seq, width)` (possibly strided views).
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Proj::Fused { w, widths } => {
+                let y = w.forward(x)?;
+                let mut out = Vec::with_capacity(widths.len());
+                let mut off = 0;
+                for &n in widths {
+                    out.push(y.narrow(2, off, n)?);
+                    off += n;
+                }
+                Ok(out)
+            }
+            Proj::Split(ws) => ws
+                .iter()
+                .map(|w| w.forward(x).map_err(Into::into))
+                .collect(),
+        }
+    }
+}
+
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    /// q, k, v.
+    qkv: Proj,
     wo: QMatMul,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
+    /// gate, up.
+    gate_up: Proj,
     w_down: QMatMul,
 }
 
@@ -259,15 +319,19 @@ impl KvCache {
         let shape = (1, self.n_kv_head, new_cap, self.head_dim);
         let grow = |old: Option<&Tensor>| -> Result<Tensor> {
             let fresh = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
-            if let Some(old) = old {
-                if self.len > 0 {
-                    fresh.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                }
+            if let Some(old) = old
+                && self.len > 0
+            {
+                fresh.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
             }
             Ok(fresh)
         };
-        let k = (0..self.layers).map(|i| grow(self.k.get(i))).collect::<Result<Vec<_>>>()?;
-        let v = (0..self.layers).map(|i| grow(self.v.get(i))).collect::<Result<Vec<_>>>()?;
+        let k = (0..self.layers)
+            .map(|i| grow(self.k.get(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let v = (0..self.layers)
+            .map(|i| grow(self.v.get(i)))
+            .collect::<Result<Vec<_>>>()?;
         self.k = k;
         self.v = v;
         self.cap = new_cap;
@@ -303,14 +367,24 @@ fn requantize(qt: QTensor, target: Option<GgmlDType>) -> Result<QTensor> {
     let Some(target) = target else {
         return Ok(qt);
     };
-    let keep = matches!(qt.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-        || qt.dtype() == target
-        || qt.shape().dims().last().is_none_or(|d| d % target.block_size() != 0);
-    if keep {
+    if !requantizable(&qt, target) || qt.dtype() == target {
         return Ok(qt);
     }
     let f = qt.dequantize(&Device::Cpu)?;
     Ok(QTensor::quantize(&f, target)?)
+}
+
+/// Whether a weight is a quantized matrix whose rows fit `target`'s block size.
+fn requantizable(qt: &QTensor, target: GgmlDType) -> bool {
+    !matches!(
+        qt.dtype(),
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+    ) && qt.shape().dims().len() == 2
+        && qt
+            .shape()
+            .dims()
+            .last()
+            .is_some_and(|d| d % target.block_size() == 0)
 }
 
 fn rope_tables(cfg: &LlamaConfig, max_context: usize) -> Result<(Tensor, Tensor)> {
@@ -344,7 +418,7 @@ impl Llama {
                 cfg.n_layer
             )));
         }
-        let max_context = max_context.min(cfg.context_length).min(MAX_CONTEXT).max(1);
+        let max_context = max_context.min(cfg.context_length).clamp(1, MAX_CONTEXT);
         let dev = Device::Cpu;
         let mut tensor = |name: &str| -> Result<QTensor> {
             ct.tensor(reader, name, &dev)
@@ -383,13 +457,23 @@ impl Llama {
             let p = format!("blk.{i}");
             layers.push(Layer {
                 attn_norm: tensor(&format!("{p}.attn_norm.weight"))?.dequantize(&dev)?,
-                wq: qmm(tensor(&format!("{p}.attn_q.weight"))?)?,
-                wk: qmm(tensor(&format!("{p}.attn_k.weight"))?)?,
-                wv: qmm(tensor(&format!("{p}.attn_v.weight"))?)?,
+                qkv: Proj::new(
+                    vec![
+                        tensor(&format!("{p}.attn_q.weight"))?,
+                        tensor(&format!("{p}.attn_k.weight"))?,
+                        tensor(&format!("{p}.attn_v.weight"))?,
+                    ],
+                    requant,
+                )?,
                 wo: qmm(tensor(&format!("{p}.attn_output.weight"))?)?,
                 ffn_norm: tensor(&format!("{p}.ffn_norm.weight"))?.dequantize(&dev)?,
-                w_gate: qmm(tensor(&format!("{p}.ffn_gate.weight"))?)?,
-                w_up: qmm(tensor(&format!("{p}.ffn_up.weight"))?)?,
+                gate_up: Proj::new(
+                    vec![
+                        tensor(&format!("{p}.ffn_gate.weight"))?,
+                        tensor(&format!("{p}.ffn_up.weight"))?,
+                    ],
+                    requant,
+                )?,
                 w_down: qmm(tensor(&format!("{p}.ffn_down.weight"))?)?,
             });
         }
@@ -456,7 +540,9 @@ impl Llama {
                     return Err(ModelsError::LayerRange("empty token chunk".into()));
                 }
                 if let Some(bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
-                    return Err(ModelsError::Tokenizer(format!("token id {bad} out of range")));
+                    return Err(ModelsError::Tokenizer(format!(
+                        "token id {bad} out of range"
+                    )));
                 }
                 let ids = Tensor::new(ids, &Device::Cpu)?;
                 embed.index_select(&ids, 0)?.unsqueeze(0)?
@@ -525,24 +611,23 @@ impl Llama {
         let c = &self.cfg;
         let seq = x.dim(1)?;
         let h = candle_nn::ops::rms_norm(x, &l.attn_norm, c.rms_eps)?;
-        let q = l
-            .wq
-            .forward(&h)?
+        let mut qkv = l.qkv.forward(&h)?.into_iter();
+        let (Some(q), Some(k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+            return Err(ModelsError::BadModel("q/k/v projection".into()));
+        };
+        let q = q
             .reshape((1, seq, c.n_head, c.head_dim))?
             .transpose(1, 2)?
             .contiguous()?;
-        let k = l
-            .wk
-            .forward(&h)?
+        let k = k
             .reshape((1, seq, c.n_kv_head, c.head_dim))?
             .transpose(1, 2)?
             .contiguous()?;
-        let v = l
-            .wv
-            .forward(&h)?
+        let v = v
             .reshape((1, seq, c.n_kv_head, c.head_dim))?
             .transpose(1, 2)?
             .contiguous()?;
+        // GGUF llama weights have q/k permuted for the interleaved ("NORM") RoPE convention.
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
         cache.k[idx].slice_set(&k, 2, pos)?;
@@ -553,7 +638,12 @@ impl Llama {
         // Grouped-query attention: heads g*rep..(g+1)*rep share kv head g, so fold them into
         // the row dimension instead of repeating the cache.
         let rep = c.n_head / c.n_kv_head;
-        let q = (q * (1.0 / (c.head_dim as f64).sqrt()))?.reshape((1, c.n_kv_head, rep * seq, c.head_dim))?;
+        let q = (q * (1.0 / (c.head_dim as f64).sqrt()))?.reshape((
+            1,
+            c.n_kv_head,
+            rep * seq,
+            c.head_dim,
+        ))?;
         let att = q.matmul(&k_all.t()?)?;
         let att = match mask {
             None => att,
@@ -570,8 +660,11 @@ impl Llama {
             .reshape((1, seq, c.n_embd))?;
         let x = (l.wo.forward(&y)? + x)?;
         let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, c.rms_eps)?;
-        let gate = candle_nn::ops::silu(&l.w_gate.forward(&h)?)?;
-        let up = l.w_up.forward(&h)?;
+        let mut gu = l.gate_up.forward(&h)?.into_iter();
+        let (Some(gate), Some(up)) = (gu.next(), gu.next()) else {
+            return Err(ModelsError::BadModel("gate/up projection".into()));
+        };
+        let gate = candle_nn::ops::silu(&gate)?;
         let y = l.w_down.forward(&(gate * up)?)?;
         Ok((y + x)?)
     }

@@ -490,10 +490,10 @@ fn store_verified(
 /// Atomically moves a verified temp file to its final name and makes the rename durable.
 fn place(tmp: &Path, dest: &Path) -> Result<()> {
     std::fs::rename(tmp, dest).map_err(|e| ModelsError::io(dest, e))?;
-    if let Some(parent) = dest.parent() {
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
+    if let Some(parent) = dest.parent()
+        && let Ok(d) = File::open(parent)
+    {
+        let _ = d.sync_all();
     }
     Ok(())
 }

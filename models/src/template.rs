@@ -74,10 +74,10 @@ pub fn render_chat(
     match template {
         ChatTemplate::ChatMl => {
             let mut s = String::new();
-            if let (Some(sys), Some(first)) = (default_system, messages.first()) {
-                if first.role != Role::System {
-                    s.push_str(&format!("<|im_start|>system\n{sys}<|im_end|>\n"));
-                }
+            if let (Some(sys), Some(first)) = (default_system, messages.first())
+                && first.role != Role::System
+            {
+                s.push_str(&format!("<|im_start|>system\n{sys}<|im_end|>\n"));
             }
             for m in messages {
                 s.push_str(&format!(
@@ -121,10 +121,10 @@ pub fn encode_chat(
                 ids.extend(tokenizer.encode("\n", false)?);
                 Ok(())
             };
-            if let (Some(sys), Some(first)) = (default_system, messages.first()) {
-                if first.role != Role::System {
-                    turn("system", sys, &mut ids)?;
-                }
+            if let (Some(sys), Some(first)) = (default_system, messages.first())
+                && first.role != Role::System
+            {
+                turn("system", sys, &mut ids)?;
             }
             for m in messages {
                 turn(m.role.as_str(), &m.content, &mut ids)?;

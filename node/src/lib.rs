@@ -1,4 +1,27 @@
-//! The mycel node: one actor owns the libp2p swarm; config, routing, the inference service, ledger sync and
-//! the RPC/OpenAI server sit around it.
+//! The mycel node: one actor owns the libp2p swarm; config, routing, the inference service and the
+//! RPC/OpenAI server sit around it.
 //!
-//! Empty until the node lands (issue [4/8]); nothing here claims to work yet.
+//! Data flow: HTTP ([`http`]: OpenAI routes and JSON-RPC) → [`node::Node`] (routing: local model or a
+//! provider found in the DHT or in heartbeats) → [`chat::ModelHost`] (local generation) or a peer:
+//! tokens stream over [`infer_stream`] (`/mycel/infer-stream/1.0.0`), with [`network`]'s
+//! request-response `/mycel/infer/1.0.0` as the whole-answer fallback. [`network`] is the swarm actor
+//! (DHT, gossip [`heartbeat`]s, identify, ping, mDNS). [`config`] and [`node_key`] set a node up;
+//! [`models`] pulls and loads weights. Wire formats are in `specs/wire.md`, the RPC in `specs/rpc.md`.
+//!
+//! Not here yet: ledger sync and voting, sharded pipelines, scoring, metrics.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod heartbeat;
+pub mod http;
+pub mod infer_stream;
+pub mod models;
+pub mod network;
+pub mod node;
+pub mod node_key;
+pub mod wire;
+
+pub use config::Config;
+pub use error::{NodeError, Result};
+pub use node::{Node, RunningNode, StartOptions};

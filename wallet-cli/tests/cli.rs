@@ -482,3 +482,41 @@ fn help_and_usage_errors() {
     mycel(h).args(["key", "frobnicate"]).assert().code(2);
     mycel(h).args(["key", "import"]).assert().code(2);
 }
+
+#[test]
+fn concurrent_key_new_with_one_name_does_not_clobber() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let h = home.path();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("mycel"))
+                .env("MYCEL_PASSWORD", PASSWORD)
+                .args(["--json", "--home"])
+                .arg(h)
+                .args(["key", "new", "--name", "shared"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    let winners: Vec<Value> = outputs
+        .iter()
+        .filter(|o| o.status.success())
+        .map(|o| serde_json::from_slice(&o.stdout).expect("json"))
+        .collect();
+    // All four run at once; exactly one wins and the stored key is the winner's.
+    assert_eq!(winners.len(), 1);
+    assert!(
+        outputs
+            .iter()
+            .filter(|o| !o.status.success())
+            .all(|o| o.status.code() == Some(5))
+    );
+    let stored = json(h, &["key", "show", "shared"], None, 0);
+    assert_eq!(stored["did"], winners[0]["data"]["did"]);
+}

@@ -1,4 +1,201 @@
 //! JSON-RPC 2.0 API of a mycel node: `#[rpc(server, client)]` traits and their DTOs, shared by the node
 //! (server) and the wallet (client).
 //!
-//! Empty until the query APIs land (issue [5/8]); nothing here claims to work yet.
+//! Place in the architecture: `wallet-cli` (client) → this crate → `mycel-node` (server). The methods are
+//! in the `mycel` namespace (`mycel_nodeInfo`, `mycel_peers`, `mycel_models`, `mycel_chat`); the normative
+//! description, including error codes, is `specs/rpc.md`. DTOs carry DIDs and PeerIds as strings so this
+//! crate stays free of the identity and models crates' types.
+
+use jsonrpsee::core::{RpcResult, SubscriptionResult};
+use jsonrpsee::proc_macros::rpc;
+use serde::{Deserialize, Serialize};
+
+/// JSON-RPC error codes of the `mycel` namespace (besides the standard -32700..-32603).
+pub mod error_codes {
+    /// Invalid parameters (standard JSON-RPC code): empty messages, out-of-range sampling values, …
+    pub const INVALID_PARAMS: i32 = -32602;
+    /// No node serving the requested model was found (locally or on the network).
+    pub const MODEL_NOT_FOUND: i32 = -32001;
+    /// Every provider that was tried failed or timed out.
+    pub const UPSTREAM_FAILED: i32 = -32002;
+    /// The node is at its concurrency limit; retry later.
+    pub const BUSY: i32 = -32003;
+    /// Generation failed inside the model.
+    pub const INFERENCE_FAILED: i32 = -32004;
+}
+
+/// What a node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node key's DID (`did:key:z6Mk…`).
+    pub did: String,
+    /// The libp2p PeerId of the same key.
+    pub peer_id: String,
+    /// Listen multiaddrs, each ending in `/p2p/<peer_id>`.
+    pub listen_addrs: Vec<String>,
+    /// Base URL of the HTTP API (JSON-RPC and OpenAI-compatible).
+    pub http_url: String,
+    /// Models this node serves itself.
+    pub models: Vec<String>,
+    /// Software version of the node.
+    pub version: String,
+}
+
+/// A connected peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's PeerId.
+    pub peer_id: String,
+    /// The peer's DID, when its PeerId inlines an Ed25519 key.
+    pub did: Option<String>,
+    /// Addresses the peer is connected on.
+    pub addrs: Vec<String>,
+    /// Models the peer announced in its latest verified heartbeat.
+    pub models: Vec<String>,
+    /// Last measured ping round trip, in milliseconds.
+    pub rtt_ms: Option<u64>,
+    /// The peer's identify agent string.
+    pub agent: Option<String>,
+}
+
+/// A model reachable through this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Model id (registry id, or `tiny` for the built-in test model).
+    pub id: String,
+    /// Whether this node serves it itself.
+    pub local: bool,
+    /// DIDs of the nodes known to serve it (this node included when `local`).
+    pub served_by: Vec<String>,
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// Parameters of `mycel_chat`. Absent fields take the node's defaults (see specs/rpc.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// Model id; the node's first served model (or the default chat model) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The conversation, oldest first; must not be empty.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature in [0, 2]; 0 is greedy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Maximum new tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Random seed (same seed, model and prompt give the same answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Strings that end the answer (not included in it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+}
+
+/// Token counts of an answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the templated prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Sum of both.
+    pub total_tokens: u32,
+}
+
+/// The answer to `mycel_chat`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// Request id (`chatcmpl-…`), also used in logs.
+    pub id: String,
+    /// Model that answered.
+    pub model: String,
+    /// The assistant's answer.
+    pub content: String,
+    /// `stop` (end of turn or a stop string) or `length` (token or context limit).
+    pub finish_reason: String,
+    /// Token counts.
+    pub usage: Usage,
+    /// DID of the node that ran the model.
+    pub served_by: String,
+    /// PeerId of the node that ran the model.
+    pub served_by_peer: String,
+    /// Whether the answer came from another node over libp2p.
+    pub remote: bool,
+    /// Wall time from request to answer as measured by the node that took the request, in ms.
+    pub latency_ms: u64,
+}
+
+/// One notification of `mycel_chatStream`: a piece of the answer; the last one has `finish_reason`
+/// and `usage`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatChunk {
+    /// New answer text (may be empty on the last chunk).
+    pub delta: String,
+    /// Set on the last chunk: `stop` or `length`.
+    pub finish_reason: Option<String>,
+    /// Set on the last chunk.
+    pub usage: Option<Usage>,
+    /// DID of the node that runs the model.
+    pub served_by: String,
+    /// Whether that node is another node.
+    pub remote: bool,
+    /// Set (alone) when generation failed after the stream started.
+    pub error: Option<String>,
+}
+
+/// The `mycel` JSON-RPC namespace served by every node.
+#[rpc(server, client, namespace = "mycel")]
+pub trait MycelApi {
+    /// `mycel_nodeInfo`: the node's identity and addresses.
+    #[method(name = "nodeInfo")]
+    async fn node_info(&self) -> RpcResult<NodeInfo>;
+
+    /// `mycel_peers`: currently connected peers.
+    #[method(name = "peers")]
+    async fn peers(&self) -> RpcResult<Vec<PeerInfo>>;
+
+    /// `mycel_models`: models served locally or announced by connected peers.
+    #[method(name = "models")]
+    async fn models(&self) -> RpcResult<Vec<ModelInfo>>;
+
+    /// `mycel_chat`: answers a conversation, locally or through a peer that serves the model.
+    #[method(name = "chat")]
+    async fn chat(&self, request: ChatRequest) -> RpcResult<ChatResponse>;
+
+    /// `mycel_chatStream` (WebSocket): like `mycel_chat`, streamed as `mycel_chatChunk`
+    /// notifications; the server ends the subscription after the last chunk.
+    #[subscription(name = "chatStream" => "chatChunk", unsubscribe = "chatStreamUnsubscribe", item = ChatChunk)]
+    async fn chat_stream(&self, request: ChatRequest) -> SubscriptionResult;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_request_rejects_unknown_fields_and_defaults_optionals() {
+        let ok: ChatRequest =
+            serde_json::from_str(r#"{"messages":[{"role":"user","content":"hi"}]}"#)
+                .expect("minimal request parses");
+        assert_eq!(ok.model, None);
+        assert!(ok.stop.is_empty());
+        let bad = serde_json::from_str::<ChatRequest>(r#"{"messages":[],"tempreature":1}"#);
+        assert!(
+            bad.is_err(),
+            "a misspelt field must be an error, not ignored"
+        );
+    }
+}

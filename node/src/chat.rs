@@ -1,0 +1,509 @@
+//! Chat jobs and the local inference host.
+//!
+//! A [`ChatJob`] is a validated chat request: the HTTP API, JSON-RPC and the libp2p inference protocol
+//! all build one (the wire form is the same struct, re-validated on arrival). [`ModelHost`] runs jobs
+//! on the models this node loaded, under a concurrency limit, and streams [`ChatEvent`]s.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mycel_models::sampling::MAX_NEW_TOKENS;
+use mycel_models::template::MAX_MESSAGES;
+use mycel_models::{ChatMessage, ChatModel, FinishReason, SamplingParams, TOKEN_CHANNEL_CAPACITY};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::error::{NodeError, Result};
+
+/// Largest total size of all message contents of one request (bytes); the model's context is far
+/// smaller, this only stops a peer from making us tokenize megabytes.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// Most stop strings per request (OpenAI's limit).
+pub const MAX_STOP_STRINGS: usize = 4;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_LEN: usize = 64;
+/// Longest model id (the registry's limit).
+pub const MAX_MODEL_ID_LEN: usize = mycel_models::registry::MAX_MODEL_ID_LEN;
+/// Highest accepted temperature (OpenAI's range is [0, 2]).
+pub const MAX_TEMPERATURE: f32 = 2.0;
+/// Largest answer text one job produces (bytes); keeps a response inside the wire limit.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+/// Capacity of the event channel from a running job to its consumer (deltas are small).
+pub const EVENT_CHANNEL_CAPACITY: usize = 64;
+/// Jobs that may wait for a generation slot; more are refused as busy.
+pub const MAX_QUEUED_JOBS: usize = 16;
+/// How long a queued job waits for a slot before it is refused as busy.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(60);
+
+/// A validated chat request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatJob {
+    /// Model id.
+    pub model: String,
+    /// Conversation, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling parameters (validated).
+    pub params: SamplingParams,
+    /// Strings that end the answer.
+    pub stop: Vec<String>,
+}
+
+/// Caller-facing sampling knobs before defaults are applied.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SamplingRequest {
+    /// Temperature in [0, 2] (default 0.7).
+    pub temperature: Option<f64>,
+    /// Top-p in (0, 1] (default 0.95).
+    pub top_p: Option<f64>,
+    /// Max new tokens in 1..=4096 (default 256).
+    pub max_tokens: Option<u64>,
+    /// Seed (default: derived from the clock).
+    pub seed: Option<u64>,
+}
+
+impl ChatJob {
+    /// Builds and validates a job from caller input; every error is an [`NodeError::InvalidRequest`].
+    pub fn new(
+        model: String,
+        messages: Vec<ChatMessage>,
+        sampling: &SamplingRequest,
+        stop: Vec<String>,
+    ) -> Result<Self> {
+        let defaults = SamplingParams::default();
+        let temperature = match sampling.temperature {
+            None => defaults.temperature,
+            Some(t) if t.is_finite() && (0.0..=f64::from(MAX_TEMPERATURE)).contains(&t) => t as f32,
+            Some(t) => {
+                return Err(invalid(format!(
+                    "temperature {t} is not in [0, {MAX_TEMPERATURE}]"
+                )));
+            }
+        };
+        let top_p = match sampling.top_p {
+            None => defaults.top_p,
+            Some(p) if p.is_finite() && p > 0.0 && p <= 1.0 => Some(p as f32),
+            Some(p) => return Err(invalid(format!("top_p {p} is not in (0, 1]"))),
+        };
+        let max_tokens = match sampling.max_tokens {
+            None => defaults.max_tokens,
+            Some(n) if n >= 1 && n <= MAX_NEW_TOKENS as u64 => n as usize,
+            Some(n) => {
+                return Err(invalid(format!(
+                    "max_tokens {n} is not in 1..={MAX_NEW_TOKENS}"
+                )));
+            }
+        };
+        let seed = sampling.seed.unwrap_or_else(clock_seed);
+        let job = Self {
+            model,
+            messages,
+            params: SamplingParams {
+                temperature,
+                top_p,
+                seed,
+                max_tokens,
+                ..defaults
+            },
+            stop,
+        };
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// Checks every bound; used on jobs built locally and on jobs that arrived from a peer.
+    pub fn validate(&self) -> Result<()> {
+        if self.model.is_empty() || self.model.len() > MAX_MODEL_ID_LEN {
+            return Err(invalid(format!(
+                "model id must be 1..={MAX_MODEL_ID_LEN} bytes"
+            )));
+        }
+        if self.messages.is_empty() {
+            return Err(invalid("messages must not be empty".into()));
+        }
+        if self.messages.len() > MAX_MESSAGES {
+            return Err(invalid(format!(
+                "{} messages exceed the limit of {MAX_MESSAGES}",
+                self.messages.len()
+            )));
+        }
+        let bytes: usize = self.messages.iter().map(|m| m.content.len()).sum();
+        if bytes > MAX_PROMPT_BYTES {
+            return Err(invalid(format!(
+                "messages hold {bytes} bytes, more than the {MAX_PROMPT_BYTES} allowed"
+            )));
+        }
+        if self.stop.len() > MAX_STOP_STRINGS {
+            return Err(invalid(format!("at most {MAX_STOP_STRINGS} stop strings")));
+        }
+        if self
+            .stop
+            .iter()
+            .any(|s| s.is_empty() || s.len() > MAX_STOP_LEN)
+        {
+            return Err(invalid(format!(
+                "stop strings must be 1..={MAX_STOP_LEN} bytes"
+            )));
+        }
+        if self.params.temperature > MAX_TEMPERATURE {
+            return Err(invalid(format!("temperature above {MAX_TEMPERATURE}")));
+        }
+        self.params.validate().map_err(|e| invalid(e.to_string()))
+    }
+}
+
+fn invalid(msg: String) -> NodeError {
+    NodeError::InvalidRequest(msg)
+}
+
+/// A seed for requests that did not give one.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Why an answer ended, in OpenAI's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// End of turn or a stop string.
+    Stop,
+    /// Token, context or answer-size limit.
+    Length,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// A finished answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatAnswer {
+    /// The answer text (stop string excluded).
+    pub text: String,
+    /// Why it ended.
+    pub finish: Finish,
+    /// Tokens in the templated prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+/// What a running job reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// More answer text.
+    Delta(String),
+    /// The answer is complete (its text repeats all deltas).
+    Done(ChatAnswer),
+    /// The job failed after it started.
+    Failed(String),
+}
+
+/// Splits generated text at the first stop string, holding back a tail that could still start one.
+#[derive(Debug)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    pending: String,
+    hold: usize,
+}
+
+impl StopMatcher {
+    /// A matcher for these stop strings.
+    pub fn new(stops: Vec<String>) -> Self {
+        let hold = stops
+            .iter()
+            .map(|s| s.len().saturating_sub(1))
+            .max()
+            .unwrap_or(0);
+        Self {
+            stops,
+            pending: String::new(),
+            hold,
+        }
+    }
+
+    /// Adds generated text; returns the text safe to emit and whether a stop string was hit.
+    pub fn push(&mut self, piece: &str) -> (String, bool) {
+        self.pending.push_str(piece);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        let mut split = self.pending.len().saturating_sub(self.hold);
+        while !self.pending.is_char_boundary(split) {
+            split -= 1;
+        }
+        let rest = self.pending.split_off(split);
+        (std::mem::replace(&mut self.pending, rest), false)
+    }
+
+    /// The held-back tail once generation ended without a stop string.
+    pub fn finish(self) -> String {
+        self.pending
+    }
+}
+
+/// The models this node serves, with a limit on concurrent generations.
+#[derive(Debug)]
+pub struct ModelHost {
+    models: BTreeMap<String, Arc<ChatModel>>,
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+    queued: Arc<AtomicUsize>,
+}
+
+impl ModelHost {
+    /// A host for loaded models.
+    pub fn new(models: BTreeMap<String, Arc<ChatModel>>, max_concurrent: usize) -> Self {
+        let max_concurrent = max_concurrent.max(1);
+        Self {
+            models,
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether this node serves `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    /// Ids of the served models.
+    pub fn model_ids(&self) -> Vec<String> {
+        self.models.keys().cloned().collect()
+    }
+
+    /// Generations running or waiting.
+    pub fn load(&self) -> usize {
+        self.max_concurrent - self.permits.available_permits() + self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Starts a job; events arrive on the returned channel. Dropping it cancels generation.
+    pub async fn start(&self, job: ChatJob) -> Result<mpsc::Receiver<ChatEvent>> {
+        let model = self
+            .models
+            .get(&job.model)
+            .cloned()
+            .ok_or_else(|| NodeError::ModelNotFound(job.model.clone()))?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_JOBS {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Err(NodeError::Busy(format!(
+                        "{} generations running and {MAX_QUEUED_JOBS} queued",
+                        self.max_concurrent
+                    )));
+                }
+                let waited =
+                    tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned()).await;
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                match waited {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(NodeError::Busy(format!(
+                            "no generation slot within {}s",
+                            QUEUE_WAIT.as_secs()
+                        )));
+                    }
+                }
+            }
+        };
+        let (out_tx, out_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let event = run_job(model, job, &out_tx).await;
+            let _ = out_tx.send(event).await;
+        });
+        Ok(out_rx)
+    }
+}
+
+/// Runs one generation, forwarding deltas; returns the final event.
+async fn run_job(model: Arc<ChatModel>, job: ChatJob, out: &mpsc::Sender<ChatEvent>) -> ChatEvent {
+    let (tok_tx, mut tok_rx) = mpsc::channel(TOKEN_CHANNEL_CAPACITY);
+    let session = model.new_session();
+    let handle =
+        mycel_models::spawn_generate(model.clone(), session, job.messages, job.params, tok_tx);
+    let mut matcher = StopMatcher::new(job.stop);
+    let mut text = String::new();
+    let mut tokens = 0u32;
+    let mut cut: Option<Finish> = None;
+    while let Some(tok) = tok_rx.recv().await {
+        tokens += 1;
+        let (emit, stopped) = matcher.push(&tok.text);
+        if !emit.is_empty() {
+            text.push_str(&emit);
+            if out.send(ChatEvent::Delta(emit)).await.is_err() {
+                // The consumer left: dropping the token receiver below cancels generation.
+                break;
+            }
+        }
+        if stopped {
+            cut = Some(Finish::Stop);
+            break;
+        }
+        if text.len() >= MAX_ANSWER_BYTES {
+            cut = Some(Finish::Length);
+            break;
+        }
+    }
+    drop(tok_rx);
+    let (_, result) = match handle.await {
+        Ok(r) => r,
+        Err(e) => return ChatEvent::Failed(format!("generation task failed: {e}")),
+    };
+    let completion = match result {
+        Ok(c) => c,
+        Err(e) => return ChatEvent::Failed(e.to_string()),
+    };
+    let finish = match cut {
+        Some(f) => f,
+        None => {
+            let tail = matcher.finish();
+            if !tail.is_empty() {
+                text.push_str(&tail);
+                let _ = out.send(ChatEvent::Delta(tail)).await;
+            }
+            match completion.finish_reason {
+                FinishReason::Stop | FinishReason::Cancelled => Finish::Stop,
+                FinishReason::Length | FinishReason::ContextFull => Finish::Length,
+            }
+        }
+    };
+    ChatEvent::Done(ChatAnswer {
+        text,
+        finish,
+        prompt_tokens: u32::try_from(completion.prompt_tokens).unwrap_or(u32::MAX),
+        completion_tokens: tokens,
+    })
+}
+
+/// Collects a job's events into the final answer.
+pub async fn collect(mut rx: mpsc::Receiver<ChatEvent>) -> Result<ChatAnswer> {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ChatEvent::Delta(_) => {}
+            ChatEvent::Done(a) => return Ok(a),
+            ChatEvent::Failed(e) => return Err(NodeError::Inference(e)),
+        }
+    }
+    Err(NodeError::Inference(
+        "generation ended without an answer".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mycel_models::{LoadOptions, tiny};
+
+    fn user(text: &str) -> Vec<ChatMessage> {
+        vec![ChatMessage::user(text)]
+    }
+
+    #[test]
+    fn stop_matcher_cuts_across_pieces_and_holds_back_prefixes() {
+        let mut m = StopMatcher::new(vec!["END".into()]);
+        assert_eq!(m.push("hello E"), ("hello".to_string(), false));
+        assert_eq!(m.push("N"), (" ".to_string(), false));
+        assert_eq!(m.push("D more"), (String::new(), true));
+        let mut m = StopMatcher::new(vec!["xyz".into()]);
+        let (a, s) = m.push("abc");
+        assert!(!s);
+        assert_eq!(format!("{a}{}", m.finish()), "abc");
+        let mut m = StopMatcher::new(vec![]);
+        assert_eq!(m.push("é"), ("é".to_string(), false));
+    }
+
+    #[test]
+    fn job_validation_rejects_out_of_range_values() {
+        let ok = |s: SamplingRequest| ChatJob::new("tiny".into(), user("hi"), &s, vec![]);
+        assert!(ok(SamplingRequest::default()).is_ok());
+        for bad in [
+            SamplingRequest {
+                temperature: Some(2.5),
+                ..Default::default()
+            },
+            SamplingRequest {
+                temperature: Some(-0.1),
+                ..Default::default()
+            },
+            SamplingRequest {
+                top_p: Some(0.0),
+                ..Default::default()
+            },
+            SamplingRequest {
+                max_tokens: Some(0),
+                ..Default::default()
+            },
+            SamplingRequest {
+                max_tokens: Some(1 << 40),
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(ok(bad), Err(NodeError::InvalidRequest(_))));
+        }
+        let empty = ChatJob::new("tiny".into(), vec![], &SamplingRequest::default(), vec![]);
+        assert!(matches!(empty, Err(NodeError::InvalidRequest(_))));
+        let stops = ChatJob::new(
+            "tiny".into(),
+            user("hi"),
+            &SamplingRequest::default(),
+            vec![String::new()],
+        );
+        assert!(matches!(stops, Err(NodeError::InvalidRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn tiny_model_answers_and_respects_max_tokens() {
+        let model = tiny::tiny_model(7, &LoadOptions::default()).expect("tiny model");
+        let host = ModelHost::new(BTreeMap::from([("tiny".to_string(), Arc::new(model))]), 1);
+        let job = ChatJob::new(
+            "tiny".into(),
+            user("hello"),
+            &SamplingRequest {
+                max_tokens: Some(8),
+                seed: Some(1),
+                ..Default::default()
+            },
+            vec![],
+        )
+        .expect("valid job");
+        let rx = host.start(job).await.expect("started");
+        let answer = collect(rx).await.expect("answer");
+        assert!(answer.completion_tokens <= 8);
+        assert!(answer.prompt_tokens > 0);
+        if answer.finish == Finish::Length {
+            assert_eq!(answer.completion_tokens, 8);
+        }
+        let missing = ChatJob::new(
+            "other".into(),
+            user("x"),
+            &SamplingRequest::default(),
+            vec![],
+        )
+        .expect("valid job");
+        assert!(matches!(
+            host.start(missing).await,
+            Err(NodeError::ModelNotFound(_))
+        ));
+    }
+}

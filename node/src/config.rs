@@ -1,0 +1,208 @@
+//! Node configuration: a TOML file (`<data_dir>/config.toml` or `--config`), overridden by CLI flags.
+//!
+//! Every field has a default, documented next to it and in [`DEFAULT_CONFIG_TOML`] (the file `init`
+//! writes), so an empty file is a valid configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NodeError, Result};
+
+/// Id of the built-in random-weight test model (not in the registry; instant to load, offline).
+pub const TINY_MODEL_ID: &str = "tiny";
+
+/// Environment variable naming the data directory when `--data-dir` is absent.
+pub const DATA_DIR_ENV: &str = "MYCEL_DATA_DIR";
+
+/// Name of the configuration file inside the data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Default HTTP address of the JSON-RPC + OpenAI API (loopback only).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7400";
+
+/// Default libp2p listen addresses: loopback TCP and QUIC on OS-chosen ports.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"];
+
+/// Largest accepted configuration file; anything bigger is a mistake, not a config.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The commented configuration `mycel-node init` writes; parsing it gives [`Config::default`].
+pub const DEFAULT_CONFIG_TOML: &str = r#"# mycel-node configuration. Every key is optional; the values below are the defaults.
+# Command-line flags override this file.
+
+# libp2p listen multiaddrs (TCP and QUIC on loopback, OS-chosen ports). Use /ip4/0.0.0.0/... to accept
+# connections from other machines.
+listen = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+
+# Peers dialed at start, as full multiaddrs ending in /p2p/<PeerId>.
+bootstrap = []
+
+# Discover peers on the local network with mDNS.
+mdns = true
+
+# Address of the HTTP API: JSON-RPC 2.0 at POST /, OpenAI-compatible API under /v1.
+http = "127.0.0.1:7400"
+
+# Models this node serves (registry ids; "tiny" is the built-in random-weight test model).
+# Missing models are pulled into <data_dir>/models on first start. An empty list serves nothing and
+# only forwards queries to peers.
+models = ["smollm2-135m-instruct"]
+
+# Generations run at once on this node (local and for peers); more requests get "busy".
+max_concurrent_generations = 2
+
+# Seconds between signed health heartbeats on gossipsub.
+heartbeat_interval_secs = 5
+
+# Seconds a remote inference request may take before it is abandoned.
+infer_timeout_secs = 120
+"#;
+
+/// The node's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// libp2p listen multiaddrs. Default: [`DEFAULT_LISTEN`].
+    pub listen: Vec<String>,
+    /// Multiaddrs (with `/p2p/<PeerId>`) dialed at start. Default: none.
+    pub bootstrap: Vec<String>,
+    /// mDNS discovery on the local network. Default: on.
+    pub mdns: bool,
+    /// HTTP API address. Default: [`DEFAULT_HTTP`].
+    pub http: SocketAddr,
+    /// Models to serve. Default: the registry's default chat model.
+    pub models: Vec<String>,
+    /// Concurrent generations. Default: 2 (one per core on the reference machine).
+    pub max_concurrent_generations: usize,
+    /// Heartbeat period in seconds. Default: 5.
+    pub heartbeat_interval_secs: u64,
+    /// Remote inference deadline in seconds. Default: 120.
+    pub infer_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
+            bootstrap: Vec::new(),
+            mdns: true,
+            http: DEFAULT_HTTP
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7400))),
+            models: vec![mycel_models::registry::DEFAULT_CHAT_MODEL.to_string()],
+            max_concurrent_generations: 2,
+            heartbeat_interval_secs: 5,
+            infer_timeout_secs: 120,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text and checks it.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let c: Self = toml::from_str(text).map_err(|e| NodeError::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| NodeError::io(path, e))?
+            .len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(NodeError::Config(format!(
+                "{} is {len} bytes, more than the {MAX_CONFIG_BYTES} a config may have",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| NodeError::io(path, e))?;
+        Self::from_toml_str(&text)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        for a in self.listen.iter().chain(&self.bootstrap) {
+            a.parse::<Multiaddr>()
+                .map_err(|e| NodeError::Config(format!("bad multiaddr `{a}`: {e}")))?;
+        }
+        if self.max_concurrent_generations == 0 {
+            return Err(NodeError::Config(
+                "max_concurrent_generations must be at least 1".into(),
+            ));
+        }
+        if self.heartbeat_interval_secs == 0 || self.infer_timeout_secs == 0 {
+            return Err(NodeError::Config(
+                "heartbeat_interval_secs and infer_timeout_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parsed listen addresses.
+    pub fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        parse_addrs(&self.listen)
+    }
+
+    /// Parsed bootstrap addresses.
+    pub fn bootstrap_addrs(&self) -> Result<Vec<Multiaddr>> {
+        parse_addrs(&self.bootstrap)
+    }
+}
+
+fn parse_addrs(v: &[String]) -> Result<Vec<Multiaddr>> {
+    v.iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| NodeError::Config(format!("bad multiaddr `{a}`: {e}")))
+        })
+        .collect()
+}
+
+/// The data directory: `--data-dir`, else `$MYCEL_DATA_DIR`, else the per-user data dir.
+pub fn resolve_data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    if let Some(d) = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    directories::ProjectDirs::from("", "", "mycel")
+        .map(|p| p.data_dir().join("node"))
+        .ok_or_else(|| {
+            NodeError::Config(format!(
+                "no home directory to put data in: pass --data-dir or set {DATA_DIR_ENV}"
+            ))
+        })
+}
+
+/// Where models are cached inside a data directory.
+pub fn models_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("models")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults_match_the_code() {
+        let parsed = Config::from_toml_str(DEFAULT_CONFIG_TOML).expect("default config parses");
+        assert_eq!(parsed, Config::default());
+        assert_eq!(
+            Config::from_toml_str("").expect("empty parses"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Config::from_toml_str("listen = [\"not a multiaddr\"]").is_err());
+        assert!(Config::from_toml_str("max_concurrent_generations = 0").is_err());
+        assert!(Config::from_toml_str("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! Signed health heartbeats gossiped on [`crate::wire::HEALTH_TOPIC`].
+//!
+//! The body is JSON; the signature covers its exact bytes in the `mycel/v1/heartbeat` domain with the
+//! node key, and the signer must be the gossip message's source peer.
+
+use mycel_identity::{Keypair, PeerId, PublicKey, Signature, domains};
+use serde::{Deserialize, Serialize};
+
+/// Most model ids one heartbeat may list; longer lists are refused.
+pub const MAX_HEARTBEAT_MODELS: usize = 32;
+
+/// A node's health record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sender's PeerId (base58).
+    pub peer_id: String,
+    /// Models the sender serves.
+    pub models: Vec<String>,
+    /// Generations running or queued at the sender.
+    pub load: u32,
+    /// Sender's counter, increasing per heartbeat (replays of older ones are ignored).
+    pub seq: u64,
+}
+
+/// A heartbeat and its signature, as gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHeartbeat {
+    /// The JSON of a [`Heartbeat`].
+    pub body: String,
+    /// Hex Ed25519 signature over `body` in the heartbeat domain.
+    pub signature: String,
+}
+
+impl Heartbeat {
+    /// Signs and encodes this heartbeat for gossip.
+    pub fn sign(&self, key: &Keypair) -> Vec<u8> {
+        let body = serde_json::to_string(self).unwrap_or_default();
+        let signature = key.sign(domains::HEARTBEAT, body.as_bytes()).to_hex();
+        serde_json::to_vec(&SignedHeartbeat { body, signature }).unwrap_or_default()
+    }
+
+    /// Decodes and verifies gossip bytes from `source`; `None` when anything is off.
+    pub fn verify(bytes: &[u8], source: &PeerId) -> Option<Heartbeat> {
+        let signed: SignedHeartbeat = serde_json::from_slice(bytes).ok()?;
+        let hb: Heartbeat = serde_json::from_str(&signed.body).ok()?;
+        if hb.peer_id != source.to_base58() || hb.models.len() > MAX_HEARTBEAT_MODELS {
+            return None;
+        }
+        let key = PublicKey::from_peer_id(source).ok()?;
+        let sig = Signature::from_hex(&signed.signature).ok()?;
+        key.verify(domains::HEARTBEAT, signed.body.as_bytes(), &sig)
+            .ok()?;
+        Some(hb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_verifies_only_from_its_signer_and_untampered() {
+        let key = Keypair::generate();
+        let other = Keypair::generate();
+        let hb = Heartbeat {
+            peer_id: key.peer_id().to_base58(),
+            models: vec!["tiny".into()],
+            load: 0,
+            seq: 3,
+        };
+        let bytes = hb.sign(&key);
+        assert_eq!(Heartbeat::verify(&bytes, &key.peer_id()), Some(hb.clone()));
+        assert_eq!(Heartbeat::verify(&bytes, &other.peer_id()), None);
+        let tampered = String::from_utf8(bytes)
+            .expect("json")
+            .replace("tiny", "huge");
+        assert_eq!(Heartbeat::verify(tampered.as_bytes(), &key.peer_id()), None);
+        assert_eq!(Heartbeat::verify(b"\xff garbage", &key.peer_id()), None);
+    }
+}

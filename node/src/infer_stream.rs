@@ -1,0 +1,273 @@
+//! Streamed inference between nodes on `/mycel/infer-stream/1.0.0` (raw libp2p streams).
+//!
+//! One stream per job. Every message is a frame: a 4-byte big-endian length, then that many bytes of
+//! JSON. The requester writes one [`ChatJob`] frame; the server answers with [`StreamFrame`]s —
+//! `Delta`s as tokens are generated, then one `Done` or one `Error` — and closes. Bounds are in
+//! [`crate::wire`]; specs/wire.md is the normative text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::chat::{ChatAnswer, ChatEvent, ChatJob, EVENT_CHANNEL_CAPACITY, ModelHost};
+use crate::error::NodeError;
+use crate::wire::{
+    INFER_STREAM_PROTOCOL, InferErrorCode, MAX_INBOUND_STREAM_JOBS, MAX_INFER_REQUEST_BYTES,
+    MAX_INFER_RESPONSE_BYTES, STREAM_REQUEST_READ_TIMEOUT,
+};
+
+/// A server → requester frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamFrame {
+    /// More answer text.
+    Delta(String),
+    /// The answer is complete (its text repeats all deltas).
+    Done(ChatAnswer),
+    /// Refused or failed; nothing follows.
+    Error {
+        /// Failure kind.
+        code: InferErrorCode,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// The stream protocol id.
+pub fn protocol() -> StreamProtocol {
+    StreamProtocol::new(INFER_STREAM_PROTOCOL)
+}
+
+/// Writes one length-prefixed JSON frame.
+pub async fn write_frame<W, T>(w: &mut W, value: &T) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(&bytes).await?;
+    w.flush().await
+}
+
+/// Reads one frame of at most `max` bytes (the length is checked before anything is allocated).
+pub async fn read_frame<R, T>(r: &mut R, max: u64) -> std::io::Result<T>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len);
+    if u64::from(len) > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the {max}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    r.read_exact(&mut buf).await?;
+    serde_json::from_slice(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Accepts inbound streams until `incoming` ends, serving each job on the local host.
+pub async fn serve(mut incoming: IncomingStreams, host: Arc<ModelHost>, deadline: Duration) {
+    let slots = Arc::new(Semaphore::new(MAX_INBOUND_STREAM_JOBS));
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let busy = StreamFrame::Error {
+                code: InferErrorCode::Busy,
+                message: "too many inbound jobs".into(),
+            };
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(STREAM_REQUEST_READ_TIMEOUT, async {
+                    let _ = write_frame(&mut stream, &busy).await;
+                    let _ = stream.close().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let host = host.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if tokio::time::timeout(deadline, serve_one(peer, stream, host))
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "streamed job hit its deadline");
+            }
+        });
+    }
+}
+
+async fn serve_one(peer: PeerId, mut stream: Stream, host: Arc<ModelHost>) {
+    let job: ChatJob = match tokio::time::timeout(
+        STREAM_REQUEST_READ_TIMEOUT,
+        read_frame(&mut stream, MAX_INFER_REQUEST_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(job)) => job,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad inference stream request");
+            return;
+        }
+        Err(_) => return,
+    };
+    let refuse = |code, message: String| StreamFrame::Error { code, message };
+    let events = if let Err(e) = job.validate() {
+        Err(refuse(InferErrorCode::InvalidRequest, e.to_string()))
+    } else if !host.serves(&job.model) {
+        Err(refuse(
+            InferErrorCode::ModelNotFound,
+            format!("this node does not serve `{}`", job.model),
+        ))
+    } else {
+        tracing::info!(%peer, model = %job.model, "streaming inference for a peer");
+        match host.start(job).await {
+            Ok(rx) => Ok(rx),
+            Err(NodeError::Busy(m)) => Err(refuse(InferErrorCode::Busy, m)),
+            Err(e) => Err(refuse(InferErrorCode::Failed, e.to_string())),
+        }
+    };
+    let mut events = match events {
+        Ok(rx) => rx,
+        Err(frame) => {
+            let _ = write_frame(&mut stream, &frame).await;
+            let _ = stream.close().await;
+            return;
+        }
+    };
+    while let Some(ev) = events.recv().await {
+        let (frame, last) = match ev {
+            ChatEvent::Delta(t) => (StreamFrame::Delta(t), false),
+            ChatEvent::Done(a) => (StreamFrame::Done(a), true),
+            ChatEvent::Failed(m) => (refuse(InferErrorCode::Failed, m), true),
+        };
+        if write_frame(&mut stream, &frame).await.is_err() {
+            // The requester left: dropping `events` cancels generation.
+            return;
+        }
+        if last {
+            break;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// Result of opening a streamed job on a provider.
+#[derive(Debug)]
+pub enum Opened {
+    /// The provider started answering; events follow (the first is already in the channel).
+    Streaming(mpsc::Receiver<ChatEvent>),
+    /// The provider refused or failed before any text.
+    Refused {
+        /// Failure kind.
+        code: InferErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// The provider does not speak the stream protocol (use request-response).
+    Unsupported,
+}
+
+/// Sends `job` to `peer` and waits for the first frame; the rest is read by a background task that
+/// stops when the receiver is dropped or `deadline` (counted from now) passes.
+pub async fn open(
+    mut control: Control,
+    peer: PeerId,
+    job: &ChatJob,
+    deadline: Duration,
+) -> Result<Opened, String> {
+    let started = tokio::time::Instant::now();
+    let mut stream = match control.open_stream(peer, protocol()).await {
+        Ok(s) => s,
+        Err(OpenStreamError::UnsupportedProtocol(_)) => return Ok(Opened::Unsupported),
+        Err(e) => return Err(e.to_string()),
+    };
+    write_frame(&mut stream, job)
+        .await
+        .map_err(|e| format!("sending the job: {e}"))?;
+    let first: StreamFrame =
+        tokio::time::timeout(deadline, read_frame(&mut stream, MAX_INFER_RESPONSE_BYTES))
+            .await
+            .map_err(|_| "deadline exceeded before the first token".to_string())?
+            .map_err(|e| format!("reading the answer: {e}"))?;
+    let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let done = match first {
+        StreamFrame::Error { code, message } => return Ok(Opened::Refused { code, message }),
+        StreamFrame::Delta(t) => {
+            let _ = tx.send(ChatEvent::Delta(t)).await;
+            false
+        }
+        StreamFrame::Done(a) => {
+            let _ = tx.send(ChatEvent::Done(a)).await;
+            true
+        }
+    };
+    if !done {
+        let until = started + deadline;
+        tokio::spawn(async move {
+            loop {
+                let frame = tokio::time::timeout_at(
+                    until,
+                    read_frame::<_, StreamFrame>(&mut stream, MAX_INFER_RESPONSE_BYTES),
+                )
+                .await;
+                let (event, last) = match frame {
+                    Ok(Ok(StreamFrame::Delta(t))) => (ChatEvent::Delta(t), false),
+                    Ok(Ok(StreamFrame::Done(a))) => (ChatEvent::Done(a), true),
+                    Ok(Ok(StreamFrame::Error { message, .. })) => {
+                        (ChatEvent::Failed(message), true)
+                    }
+                    Ok(Err(e)) => (
+                        ChatEvent::Failed(format!("provider stream broke: {e}")),
+                        true,
+                    ),
+                    Err(_) => (ChatEvent::Failed("deadline exceeded".into()), true),
+                };
+                if tx.send(event).await.is_err() || last {
+                    break;
+                }
+            }
+            let _ = stream.close().await;
+        });
+    }
+    Ok(Opened::Streaming(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_frames_are_refused() {
+        let mut buf = Vec::new();
+        let frame = StreamFrame::Delta("héllo".into());
+        write_frame(&mut buf, &frame).await.expect("write");
+        let back: StreamFrame = read_frame(&mut buf.as_slice(), 1024).await.expect("read");
+        assert_eq!(back, frame);
+        let err = read_frame::<_, StreamFrame>(&mut buf.as_slice(), 4).await;
+        assert!(err.is_err(), "a frame over the limit must be refused");
+        let huge = u32::MAX.to_be_bytes();
+        assert!(
+            read_frame::<_, StreamFrame>(&mut huge.as_slice(), 1024)
+                .await
+                .is_err()
+        );
+        let truncated = &buf[..buf.len() - 1];
+        assert!(
+            read_frame::<_, StreamFrame>(&mut &truncated[..], 1024)
+                .await
+                .is_err()
+        );
+    }
+}

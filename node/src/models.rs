@@ -1,0 +1,67 @@
+//! Pulling and loading the models a node serves.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use mycel_models::{ChatModel, LoadOptions, Progress, Registry, VerifiedModel, tiny};
+
+use crate::config::TINY_MODEL_ID;
+use crate::error::{NodeError, Result};
+
+/// Seed of the built-in `tiny` model, so every node's `tiny` has the same weights.
+pub const TINY_SEED: u64 = 0x006d_7963_656c;
+
+/// Makes a registry model present and verified in `cache_dir`, reporting progress. Blocking.
+pub fn pull(
+    id: &str,
+    cache_dir: &Path,
+    from: Option<&Path>,
+    progress: impl FnMut(Progress),
+) -> Result<VerifiedModel> {
+    let registry = Registry::load_default()?;
+    let entry = registry.get(id)?;
+    Ok(mycel_models::pull(entry, cache_dir, from, progress)?)
+}
+
+/// Loads one model: `tiny` is built in code; any other id is pulled (if missing) and verified first.
+/// Blocking.
+pub fn load(id: &str, cache_dir: &Path, progress: impl FnMut(Progress)) -> Result<ChatModel> {
+    if id == TINY_MODEL_ID {
+        return Ok(tiny::tiny_model(TINY_SEED, &LoadOptions::default())?);
+    }
+    let verified = pull(id, cache_dir, None, progress)?;
+    Ok(ChatModel::load(&verified, &LoadOptions::default())?)
+}
+
+/// Loads every model in `ids` (duplicates ignored). Blocking.
+pub fn load_all(
+    ids: &[String],
+    cache_dir: &Path,
+    mut progress: impl FnMut(Progress),
+) -> Result<BTreeMap<String, Arc<ChatModel>>> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        let m = load(id, cache_dir, &mut progress)
+            .map_err(|e| NodeError::Config(format!("cannot serve `{id}`: {e}")))?;
+        out.insert(id.clone(), Arc::new(m));
+    }
+    Ok(out)
+}
+
+/// Whether every file of a registry model is present in the cache with the right size (no hashing).
+pub fn is_cached(id: &str, cache_dir: &Path) -> bool {
+    let Ok(registry) = Registry::load_default() else {
+        return false;
+    };
+    let Ok(entry) = registry.get(id) else {
+        return false;
+    };
+    entry.files.iter().all(|f| {
+        std::fs::metadata(cache_dir.join(entry.id.as_str()).join(&f.name))
+            .is_ok_and(|m| m.len() == f.size)
+    })
+}

@@ -1,0 +1,389 @@
+//! A running node: identity, network handle, model host and the HTTP server, plus request routing
+//! (serve locally when the model is loaded here, otherwise find a provider and ask it over libp2p).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use mycel_identity::{Did, Keypair};
+use mycel_models::ChatModel;
+use mycel_rpc_api::{ModelInfo, NodeInfo, PeerInfo};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chat::{ChatEvent, ChatJob, ModelHost};
+use crate::config::Config;
+use crate::error::{NodeError, Result};
+use crate::infer_stream::Opened;
+use crate::network::{self, NetworkConfig, NetworkHandle};
+use crate::wire::{InferErrorCode, InferResponse, PROVIDER_LOOKUP_TIMEOUT};
+
+/// Providers tried, one after another, before a remote request fails.
+pub const MAX_REMOTE_ATTEMPTS: usize = 3;
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything needed to start a node.
+#[derive(Debug)]
+pub struct StartOptions {
+    /// The node key (its DID and PeerId name the node).
+    pub key: Keypair,
+    /// Configuration (models are taken from `models`, not from `config.models`).
+    pub config: Config,
+    /// Loaded models to serve, by id.
+    pub models: BTreeMap<String, Arc<ChatModel>>,
+    /// Where to write `node.json` (none: do not write it).
+    pub info_file: Option<PathBuf>,
+}
+
+/// A chat answer in progress and who serves it.
+#[derive(Debug)]
+pub struct ChatStream {
+    /// DID of the serving node.
+    pub served_by: Did,
+    /// PeerId of the serving node.
+    pub served_by_peer: PeerId,
+    /// Whether the serving node is another node.
+    pub remote: bool,
+    /// The model.
+    pub model: String,
+    /// Deltas, then `Done` or `Failed`.
+    pub events: mpsc::Receiver<ChatEvent>,
+}
+
+struct Inner {
+    did: Did,
+    peer_id: PeerId,
+    net: NetworkHandle,
+    host: Arc<ModelHost>,
+    http_url: String,
+    infer_timeout: Duration,
+    next_id: AtomicU64,
+}
+
+/// Cloneable handle to a running node, used by the HTTP and RPC layers.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("did", &self.inner.did)
+            .finish()
+    }
+}
+
+impl Node {
+    /// The node's DID.
+    pub fn did(&self) -> &Did {
+        &self.inner.did
+    }
+
+    /// The node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The network handle.
+    pub fn network(&self) -> &NetworkHandle {
+        &self.inner.net
+    }
+
+    /// A fresh completion id.
+    pub fn next_completion_id(&self) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        format!("chatcmpl-{nanos:x}{n:x}")
+    }
+
+    /// The model used when a request names none: the first local one, else the default chat model.
+    pub fn default_model(&self) -> String {
+        self.inner
+            .host
+            .model_ids()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| mycel_models::registry::DEFAULT_CHAT_MODEL.to_string())
+    }
+
+    /// Listen addresses with `/p2p/<PeerId>` appended.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.inner
+            .net
+            .listen_addrs()
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(self.inner.peer_id)))
+            .collect()
+    }
+
+    /// Identity and addresses.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            did: self.inner.did.to_string(),
+            peer_id: self.inner.peer_id.to_base58(),
+            listen_addrs: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
+            http_url: self.inner.http_url.clone(),
+            models: self.inner.host.model_ids(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        let mut peers: Vec<PeerInfo> = self
+            .inner
+            .net
+            .peers()
+            .await?
+            .into_iter()
+            .map(|p| PeerInfo {
+                peer_id: p.peer_id.to_base58(),
+                did: Did::from_peer_id(&p.peer_id).ok().map(|d| d.to_string()),
+                addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+                models: p.models,
+                rtt_ms: p.rtt.map(|d| d.as_millis() as u64),
+                agent: p.agent,
+            })
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        Ok(peers)
+    }
+
+    /// Models served here or announced by connected peers' heartbeats.
+    pub async fn models(&self) -> Result<Vec<ModelInfo>> {
+        let mut map: BTreeMap<String, (bool, BTreeSet<String>)> = BTreeMap::new();
+        for id in self.inner.host.model_ids() {
+            let e = map.entry(id).or_default();
+            e.0 = true;
+            e.1.insert(self.inner.did.to_string());
+        }
+        for p in self.inner.net.peers().await? {
+            let Ok(did) = Did::from_peer_id(&p.peer_id) else {
+                continue;
+            };
+            for m in p.models {
+                map.entry(m).or_default().1.insert(did.to_string());
+            }
+        }
+        Ok(map
+            .into_iter()
+            .map(|(id, (local, by))| ModelInfo {
+                id,
+                local,
+                served_by: by.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    /// Starts answering a job: locally when the model is loaded here, else through a provider.
+    ///
+    /// Remote answers stream over `/mycel/infer-stream/1.0.0`; a provider without it answers whole
+    /// over `/mycel/infer/1.0.0`. Providers are tried in turn until one starts answering.
+    pub async fn chat(&self, job: ChatJob) -> Result<ChatStream> {
+        if self.inner.host.serves(&job.model) {
+            let model = job.model.clone();
+            let events = self.inner.host.start(job).await?;
+            return Ok(ChatStream {
+                served_by: self.inner.did,
+                served_by_peer: self.inner.peer_id,
+                remote: false,
+                model,
+                events,
+            });
+        }
+        let providers = tokio::time::timeout(
+            PROVIDER_LOOKUP_TIMEOUT + Duration::from_secs(1),
+            self.inner.net.find_providers(&job.model),
+        )
+        .await
+        .unwrap_or(Ok(Vec::new()))?;
+        if providers.is_empty() {
+            return Err(NodeError::ModelNotFound(job.model));
+        }
+        let mut reasons = Vec::new();
+        for peer in providers.into_iter().take(MAX_REMOTE_ATTEMPTS) {
+            let Ok(did) = Did::from_peer_id(&peer) else {
+                reasons.push(format!("{peer}: not an Ed25519 peer"));
+                continue;
+            };
+            match crate::infer_stream::open(
+                self.inner.net.stream_control(),
+                peer,
+                &job,
+                self.inner.infer_timeout,
+            )
+            .await
+            {
+                Ok(Opened::Streaming(events)) => {
+                    return Ok(ChatStream {
+                        served_by: did,
+                        served_by_peer: peer,
+                        remote: true,
+                        model: job.model,
+                        events,
+                    });
+                }
+                Ok(Opened::Refused {
+                    code: InferErrorCode::InvalidRequest,
+                    message,
+                }) => return Err(NodeError::InvalidRequest(message)),
+                Ok(Opened::Refused { code, message }) => {
+                    tracing::warn!(%peer, ?code, %message, "provider refused");
+                    reasons.push(format!("{peer}: {code:?}: {message}"));
+                    continue;
+                }
+                Err(reason) => {
+                    tracing::warn!(%peer, %reason, "provider failed");
+                    reasons.push(format!("{peer}: {reason}"));
+                    continue;
+                }
+                // An older peer without streaming: ask for the whole answer instead.
+                Ok(Opened::Unsupported) => {}
+            }
+            let sent = tokio::time::timeout(
+                self.inner.infer_timeout,
+                self.inner.net.infer(peer, job.clone()),
+            )
+            .await;
+            let reason = match sent {
+                Ok(Ok(Ok(InferResponse::Answer(answer)))) => {
+                    let (tx, events) = mpsc::channel(2);
+                    let _ = tx.try_send(ChatEvent::Delta(answer.text.clone()));
+                    let _ = tx.try_send(ChatEvent::Done(answer));
+                    return Ok(ChatStream {
+                        served_by: did,
+                        served_by_peer: peer,
+                        remote: true,
+                        model: job.model,
+                        events,
+                    });
+                }
+                Ok(Ok(Ok(InferResponse::Error {
+                    code: InferErrorCode::InvalidRequest,
+                    message,
+                }))) => return Err(NodeError::InvalidRequest(message)),
+                Ok(Ok(Ok(InferResponse::Error { code, message }))) => {
+                    format!("{code:?}: {message}")
+                }
+                Ok(Ok(Err(e))) => e,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => "deadline exceeded".to_string(),
+            };
+            tracing::warn!(%peer, %reason, "provider failed");
+            reasons.push(format!("{peer}: {reason}"));
+        }
+        Err(NodeError::UpstreamFailed {
+            model: job.model,
+            reasons: reasons.join("; "),
+        })
+    }
+}
+
+/// A started node: its handle, HTTP address and the tasks to stop.
+pub struct RunningNode {
+    /// Handle to the node.
+    pub node: Node,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    http_stop: Option<oneshot::Sender<()>>,
+    http_task: tokio::task::JoinHandle<()>,
+    net_task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("node", &self.node)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+impl RunningNode {
+    /// Starts the network actor and the HTTP server.
+    pub async fn start(opts: StartOptions) -> Result<Self> {
+        let cfg = &opts.config;
+        cfg.validate()?;
+        let did = Did::from_public_key(opts.key.public());
+        let peer_id = opts.key.peer_id();
+        let host = Arc::new(ModelHost::new(opts.models, cfg.max_concurrent_generations));
+        let listen = cfg.listen_addrs()?;
+        let infer_timeout = Duration::from_secs(cfg.infer_timeout_secs);
+        let (net, net_task) = network::start(
+            &opts.key,
+            NetworkConfig {
+                listen: listen.clone(),
+                bootstrap: cfg.bootstrap_addrs()?,
+                mdns: cfg.mdns,
+                heartbeat_interval: Duration::from_secs(cfg.heartbeat_interval_secs),
+                infer_timeout,
+            },
+            host.clone(),
+        )?;
+        net.wait_listening(listen.len(), LISTEN_WAIT).await;
+
+        let listener = tokio::net::TcpListener::bind(cfg.http)
+            .await
+            .map_err(|e| NodeError::Network(format!("cannot bind HTTP on {}: {e}", cfg.http)))?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Network(format!("HTTP listener: {e}")))?;
+        let node = Node {
+            inner: Arc::new(Inner {
+                did,
+                peer_id,
+                net,
+                host,
+                http_url: format!("http://{http_addr}"),
+                infer_timeout,
+                next_id: AtomicU64::new(0),
+            }),
+        };
+        let (http_stop, stop_rx) = oneshot::channel();
+        let app = crate::http::router(node.clone())?;
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        if let Some(path) = &opts.info_file {
+            let json = serde_json::to_vec_pretty(&node.info())
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+            // Write then rename, so a script polling for the file never reads half of it.
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, json).map_err(|e| NodeError::io(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| NodeError::io(path, e))?;
+        }
+        Ok(Self {
+            node,
+            http_addr,
+            http_stop: Some(http_stop),
+            http_task,
+            net_task,
+        })
+    }
+
+    /// Stops the HTTP server and the network actor, and waits for both.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        // In-flight streams may hold the server open; do not wait for them forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http_task).await;
+        self.http_task.abort();
+        self.node.inner.net.shutdown().await;
+        let _ = (&mut self.net_task).await;
+    }
+}

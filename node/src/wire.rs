@@ -1,0 +1,71 @@
+//! Wire protocols between nodes: ids, message types and limits (normative text: specs/wire.md).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatAnswer, ChatJob};
+
+/// Kademlia protocol id (a private DHT, not the public IPFS one).
+pub const KAD_PROTOCOL: &str = "/mycel/kad/1.0.0";
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/mycel/id/1.0.0";
+/// Request-response inference protocol: a CBOR [`ChatJob`] in, a CBOR [`InferResponse`] out.
+pub const INFER_PROTOCOL: &str = "/mycel/infer/1.0.0";
+/// Streamed inference: length-prefixed JSON frames on a raw stream (see [`crate::infer_stream`]).
+pub const INFER_STREAM_PROTOCOL: &str = "/mycel/infer-stream/1.0.0";
+/// Gossipsub topic of signed health heartbeats.
+pub const HEALTH_TOPIC: &str = "mycel/health/1";
+/// Prefix of the DHT provider key of a model: `model/<id>`.
+pub const MODEL_KEY_PREFIX: &str = "model/";
+
+/// Largest inference request on the wire: prompt bytes plus framing.
+pub const MAX_INFER_REQUEST_BYTES: u64 = 128 * 1024;
+/// Largest inference response on the wire: answer bytes plus framing.
+pub const MAX_INFER_RESPONSE_BYTES: u64 = 512 * 1024;
+/// Largest gossipsub message (heartbeats are a few hundred bytes).
+pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Inbound inference streams open at once per connection.
+pub const MAX_CONCURRENT_INFER_STREAMS: usize = 8;
+/// Streamed jobs served at once per node; more are answered `busy`.
+pub const MAX_INBOUND_STREAM_JOBS: usize = 32;
+/// How long a server waits for the request frame of a new stream.
+pub const STREAM_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a DHT provider lookup may take.
+pub const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// DHT key under which providers of `model` are recorded.
+pub fn model_key(model: &str) -> Vec<u8> {
+    format!("{MODEL_KEY_PREFIX}{model}").into_bytes()
+}
+
+/// Inference request: the job itself (re-validated by the receiver).
+pub type InferRequest = ChatJob;
+
+/// Inference response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InferResponse {
+    /// The full answer; the serving node is the peer that answered (authenticated by Noise).
+    Answer(ChatAnswer),
+    /// The request was refused or failed.
+    Error {
+        /// What kind of failure.
+        code: InferErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Failure kinds of [`InferResponse::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InferErrorCode {
+    /// The request failed validation.
+    InvalidRequest,
+    /// The peer does not serve the model.
+    ModelNotFound,
+    /// The peer is at its concurrency limit.
+    Busy,
+    /// Generation failed.
+    Failed,
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests through the real interfaces: two nodes in one process on loopback, node A serving
+//! the tiny model, node B serving nothing and bootstrapping to A. Every query goes to B over HTTP
+//! (OpenAI or JSON-RPC) and must be answered by A over libp2p.
+
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod harness;
+mod openai;
+mod p2p;
+mod real_model;
+mod rpc;
