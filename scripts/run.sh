@@ -74,7 +74,7 @@ sleep 1
 echo "== asking node b (which has no model) through its OpenAI-compatible API"
 curl -sS --fail-with-body http://127.0.0.1:7402/v1/chat/completions \
   -H 'content-type: application/json' \
-  -d "{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France?\"}],\"max_tokens\":48,\"temperature\":0}" \
+  -d "{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"What is the capital of France? Answer in one word.\"}],\"max_tokens\":48,\"temperature\":0}" \
   | python3 -c '
 import json, sys
 r = json.load(sys.stdin)

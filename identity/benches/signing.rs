@@ -47,8 +47,12 @@ fn main() {
     // Interleave rounds so drift in machine load hits both sides alike.
     let rounds = 4;
     let chunk = n / rounds;
-    let (mut raw_sign, mut our_sign, mut raw_verify, mut our_verify) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut raw_sign, mut our_sign, mut raw_verify, mut our_verify) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     let mut raw_sigs = Vec::with_capacity(n);
     let mut our_sigs = Vec::with_capacity(n);
     for r in 0..rounds {

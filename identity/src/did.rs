@@ -66,13 +66,17 @@ impl Did {
             return Err(bad("a DID URL (path, query or fragment) is not a DID"));
         }
         let Some(encoded) = id.strip_prefix('z') else {
-            return Err(bad("unsupported multibase (did:key uses base58btc, prefix `z`)"));
+            return Err(bad(
+                "unsupported multibase (did:key uses base58btc, prefix `z`)",
+            ));
         };
         let bytes = bs58::decode(encoded)
             .into_vec()
             .map_err(|_| bad("invalid base58btc encoding"))?;
         if bytes.len() < 2 || bytes[..2] != ED25519_MULTICODEC {
-            return Err(bad("unsupported key type (only ed25519-pub, multicodec 0xed)"));
+            return Err(bad(
+                "unsupported key type (only ed25519-pub, multicodec 0xed)",
+            ));
         }
         let key: &[u8; PUBLIC_KEY_LEN] = bytes[2..]
             .try_into()
@@ -273,8 +277,14 @@ mod tests {
         let doc = did.document(DocumentFormat::Multikey);
         assert_eq!(doc["id"], VECTORS[0].1);
         assert_eq!(doc["verificationMethod"][0]["type"], "Multikey");
-        assert_eq!(doc["verificationMethod"][0]["publicKeyMultibase"], &VECTORS[0].1[8..]);
-        assert_eq!(doc["verificationMethod"][1]["publicKeyMultibase"], VECTORS[0].3);
+        assert_eq!(
+            doc["verificationMethod"][0]["publicKeyMultibase"],
+            &VECTORS[0].1[8..]
+        );
+        assert_eq!(
+            doc["verificationMethod"][1]["publicKeyMultibase"],
+            VECTORS[0].3
+        );
     }
 
     #[test]
@@ -282,7 +292,10 @@ mod tests {
         let valid = VECTORS[0].1;
         let p256 = "did:key:zDnaerDaTF5BXEavCrfRZEk316dpbLsfPDZ3WJ5hRTPFU2169";
         let x25519 = format!("did:key:{}", VECTORS[0].3);
-        let short = format!("did:key:z{}", bs58::encode([0xed, 0x01, 1, 2, 3]).into_string());
+        let short = format!(
+            "did:key:z{}",
+            bs58::encode([0xed, 0x01, 1, 2, 3]).into_string()
+        );
         let mut weak = vec![0xed, 0x01, 1];
         weak.extend([0u8; 31]);
         let weak = format!("did:key:z{}", bs58::encode(weak).into_string());
@@ -294,7 +307,10 @@ mod tests {
             (String::new(), "not a DID"),
             ("did:web:example.com".into(), "unsupported DID method"),
             ("did:key:".into(), "unsupported multibase"),
-            (valid.replacen("did:key:z", "did:key:f", 1), "unsupported multibase"),
+            (
+                valid.replacen("did:key:z", "did:key:f", 1),
+                "unsupported multibase",
+            ),
             (valid.replacen('6', "0", 1), "invalid base58btc"),
             (valid.replacen("did:", "DID:", 1), "not a DID"),
             (p256.into(), "unsupported key type"),

@@ -264,7 +264,8 @@ mod tests {
     #[test]
     fn secret_round_trips_through_hex() {
         let pair = Keypair::generate();
-        let again = Keypair::from_secret(&SecretKey::from_hex(&pair.secret().to_hex()).expect("hex"));
+        let again =
+            Keypair::from_secret(&SecretKey::from_hex(&pair.secret().to_hex()).expect("hex"));
         assert_eq!(pair.public(), again.public());
     }
 

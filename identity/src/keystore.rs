@@ -87,7 +87,9 @@ pub enum KeystoreError {
         reason: &'static str,
     },
     /// A key file version this build does not know.
-    #[error("key file {path} has format version {found}; this build reads version {KEYFILE_VERSION}")]
+    #[error(
+        "key file {path} has format version {found}; this build reads version {KEYFILE_VERSION}"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -312,12 +314,11 @@ fn decrypt(bytes: &[u8], path: &Path, name: &str, password: &Password) -> Result
     let nonce: [u8; NONCE_LEN] = decode_hex(&file.cipher.nonce, path, "nonce is not 24 hex bytes")?;
     let sealed: [u8; SECRET_KEY_LEN + TAG_LEN] =
         decode_hex(&file.ciphertext, path, "ciphertext has the wrong length")?;
-    let key = derive_key(password, &salt, params).map_err(|e| {
-        KeystoreError::UnsupportedParameters {
+    let key =
+        derive_key(password, &salt, params).map_err(|e| KeystoreError::UnsupportedParameters {
             path: path.to_owned(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     let cipher = XChaCha20Poly1305::new(&(*key).into());
     let aad = file.aad();
     let plain = Zeroizing::new(
@@ -522,9 +523,7 @@ impl Keystore {
     fn write_new(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<()> {
         let mut nonce = [0u8; 8];
         rand::fill(&mut nonce);
-        let tmp = self
-            .dir
-            .join(format!(".{name}.{}.tmp", hex::encode(nonce)));
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", hex::encode(nonce)));
         let io = |action| {
             let path = path.to_owned();
             move |source| KeystoreError::Io {
@@ -691,14 +690,22 @@ mod tests {
         let pair = Keypair::generate();
         ks.insert("k", &pair, &pw("pw"), OffsetDateTime::UNIX_EPOCH)
             .expect("insert");
-        assert_eq!(ks.load("k", &pw("pw")).expect("load").public(), pair.public());
+        assert_eq!(
+            ks.load("k", &pw("pw")).expect("load").public(),
+            pair.public()
+        );
     }
 
     #[test]
     fn wrong_password_is_its_own_error() {
         let (_d, ks) = store();
-        ks.insert("a", &Keypair::generate(), &pw("right"), OffsetDateTime::UNIX_EPOCH)
-            .expect("insert");
+        ks.insert(
+            "a",
+            &Keypair::generate(),
+            &pw("right"),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+        .expect("insert");
         assert!(matches!(
             ks.load("a", &pw("wrong")),
             Err(KeystoreError::WrongPassword(_))
@@ -712,10 +719,18 @@ mod tests {
         ks.insert("a", &first, &pw("p"), OffsetDateTime::UNIX_EPOCH)
             .expect("insert");
         assert!(matches!(
-            ks.insert("a", &Keypair::generate(), &pw("p"), OffsetDateTime::UNIX_EPOCH),
+            ks.insert(
+                "a",
+                &Keypair::generate(),
+                &pw("p"),
+                OffsetDateTime::UNIX_EPOCH
+            ),
             Err(KeystoreError::AlreadyExists(_))
         ));
-        assert_eq!(ks.load("a", &pw("p")).expect("load").public(), first.public());
+        assert_eq!(
+            ks.load("a", &pw("p")).expect("load").public(),
+            first.public()
+        );
     }
 
     #[test]
@@ -732,13 +747,22 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("join")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
         });
         let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(winners.len(), 1, "{results:?}");
-        assert!(results.iter().all(|r| r.is_ok()
-            || matches!(r, Err(KeystoreError::AlreadyExists(_)))));
-        assert_eq!(&ks.load("race", &pw("p")).expect("load").public(), winners[0]);
+        assert!(
+            results
+                .iter()
+                .all(|r| r.is_ok() || matches!(r, Err(KeystoreError::AlreadyExists(_))))
+        );
+        assert_eq!(
+            &ks.load("race", &pw("p")).expect("load").public(),
+            winners[0]
+        );
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(ks.dir()).expect("dir").count(), 1);
     }
@@ -800,7 +824,12 @@ mod tests {
             .expect("insert");
         let before = fs::read(&info.path).expect("read");
         let _ = ks.load("a", &pw("nope"));
-        let _ = ks.insert("a", &Keypair::generate(), &pw("p"), OffsetDateTime::UNIX_EPOCH);
+        let _ = ks.insert(
+            "a",
+            &Keypair::generate(),
+            &pw("p"),
+            OffsetDateTime::UNIX_EPOCH,
+        );
         let _ = ks.insert_encrypted("a", b"{}");
         assert_eq!(fs::read(&info.path).expect("read"), before);
     }
@@ -813,7 +842,10 @@ mod tests {
             .expect("insert");
         let bytes = ks.export("a").expect("export");
         ks.insert_encrypted("b", &bytes).expect("import");
-        assert_eq!(ks.load("b", &pw("p")).expect("load").public(), pair.public());
+        assert_eq!(
+            ks.load("b", &pw("p")).expect("load").public(),
+            pair.public()
+        );
         assert!(matches!(
             ks.insert_encrypted("c", &bytes[..bytes.len() - 20]),
             Err(KeystoreError::Malformed { .. })

@@ -142,7 +142,9 @@ mod tests {
     fn signature_verifies_in_its_own_domain_only() {
         let pair = Keypair::generate();
         let sig = pair.sign(domains::BLOCK, b"hello");
-        pair.public().verify(domains::BLOCK, b"hello", &sig).expect("own domain");
+        pair.public()
+            .verify(domains::BLOCK, b"hello", &sig)
+            .expect("own domain");
         assert!(matches!(
             pair.public().verify(domains::VOTE, b"hello", &sig),
             Err(IdentityError::BadSignature)
@@ -152,14 +154,21 @@ mod tests {
     #[test]
     fn domain_boundary_is_unambiguous() {
         // "ab" ‖ "c" and "a" ‖ "bc" must not produce the same digest.
-        assert_ne!(Domain::new("ab").digest(b"c"), Domain::new("a").digest(b"bc"));
+        assert_ne!(
+            Domain::new("ab").digest(b"c"),
+            Domain::new("a").digest(b"bc")
+        );
     }
 
     #[test]
     fn tampered_message_or_signature_fails() {
         let pair = Keypair::generate();
         let sig = pair.sign(domains::RECEIPT, b"payload");
-        assert!(pair.public().verify(domains::RECEIPT, b"paylaod", &sig).is_err());
+        assert!(
+            pair.public()
+                .verify(domains::RECEIPT, b"paylaod", &sig)
+                .is_err()
+        );
         let mut bytes = sig.to_bytes();
         bytes[5] ^= 1;
         assert!(
@@ -168,7 +177,12 @@ mod tests {
                 .is_err()
         );
         let other = Keypair::generate();
-        assert!(other.public().verify(domains::RECEIPT, b"payload", &sig).is_err());
+        assert!(
+            other
+                .public()
+                .verify(domains::RECEIPT, b"payload", &sig)
+                .is_err()
+        );
     }
 
     #[test]
@@ -180,14 +194,20 @@ mod tests {
         minus_one[0] = 0xEC;
         minus_one[31] = 0x7F;
         for bytes in [identity, minus_one] {
-            assert!(matches!(PublicKey::from_bytes(&bytes), Err(IdentityError::WeakKey)));
+            assert!(matches!(
+                PublicKey::from_bytes(&bytes),
+                Err(IdentityError::WeakKey)
+            ));
         }
     }
 
     #[test]
     fn signing_is_deterministic_for_a_seed() {
         let pair = Keypair::from_secret(&SecretKey::from_bytes([7; 32]));
-        assert_eq!(pair.sign(domains::VOTE, b"m"), pair.sign(domains::VOTE, b"m"));
+        assert_eq!(
+            pair.sign(domains::VOTE, b"m"),
+            pair.sign(domains::VOTE, b"m")
+        );
     }
 
     #[test]

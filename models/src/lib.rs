@@ -55,7 +55,8 @@ pub use error::{ModelsError, Result};
 pub use hidden::{HiddenStates, WireDType};
 pub use llama::{LayerRange, StageInput, StageOutput};
 pub use pull::{
-    Progress, PullOptions, Stage, VerifiedModel, pull, pull_with_options, verify_cached,
+    CacheStatus, Progress, PullOptions, Stage, VerifiedModel, cache_status, pull,
+    pull_with_options, verify_cached,
 };
 pub use pypi::PyPiIndex;
 pub use registry::{

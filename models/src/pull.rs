@@ -147,6 +147,51 @@ fn check_file(path: &Path, file: &ModelFile, progress: &mut dyn FnMut(Progress))
     Ok(())
 }
 
+/// What the cache holds for a model, judged by file presence and size only (no hashing): for
+/// listings. Use [`verify_cached`] or [`pull`] before loading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Every file is present with the pinned size.
+    Complete,
+    /// Some bytes are present (files or partial downloads), not all.
+    Partial {
+        /// Bytes present (final files of the right size plus partial downloads).
+        bytes: u64,
+    },
+    /// Nothing cached.
+    Missing,
+}
+
+/// Cache status of a model for `model list`.
+pub fn cache_status(entry: &ModelEntry, cache_dir: &Path) -> CacheStatus {
+    let dir = cache_dir.join(entry.id.as_str());
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut complete = true;
+    let mut bytes = 0u64;
+    for f in &entry.files {
+        match size(&dir.join(&f.name)) {
+            Some(n) if n == f.size => bytes += n,
+            _ => complete = false,
+        }
+    }
+    if complete {
+        return CacheStatus::Complete;
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join(PARTIAL_DIR)) {
+        bytes += rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum::<u64>();
+    }
+    if bytes > 0 {
+        CacheStatus::Partial { bytes }
+    } else {
+        CacheStatus::Missing
+    }
+}
+
 /// Returns the cached model if every file is present and verified, without network access.
 ///
 /// `Ok(None)` when a file is missing; a corrupt cached file is an error (and is removed so the

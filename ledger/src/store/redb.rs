@@ -64,9 +64,24 @@ impl std::fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens or creates the database file at `path`.
+    /// Opens or creates the database file at `path`. A new file is created under a temporary name
+    /// and renamed into place once initialized, so a crash during creation never leaves a torn file.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(e("open database"))?;
+        if !path.exists() {
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(".creating");
+            let tmp = std::path::PathBuf::from(tmp);
+            let _ = std::fs::remove_file(&tmp);
+            drop(Self::init(
+                Database::create(&tmp).map_err(e("create database"))?,
+            )?);
+            std::fs::rename(&tmp, path)
+                .map_err(|x| LedgerError::Store(format!("rename new database: {x}")))?;
+        }
+        Self::init(Database::create(path).map_err(e("open database"))?)
+    }
+
+    fn init(db: Database) -> Result<Self> {
         let tx = db.begin_write().map_err(e("begin write"))?;
         {
             tx.open_table(BLOCKS).map_err(e("create table"))?;

