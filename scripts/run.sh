@@ -83,6 +83,10 @@ print("served by:", r.get("mycel", {}).get("served_by", "?"))
 print("usage:    ", r["usage"])
 '
 
+echo
+echo "== asking node c with the wallet CLI (streams the answer as it is generated)"
+"$bin/mycel" --rpc http://127.0.0.1:7403 chat --max-tokens 48 "Name three colors."
+
 cat <<TXT
 
 The devnet is up (logs and data in $devnet):
@@ -90,6 +94,8 @@ The devnet is up (logs and data in $devnet):
   node b  http://127.0.0.1:7402  forwards over libp2p
   node c  http://127.0.0.1:7403  forwards over libp2p
 Try:
+  $bin/mycel --rpc http://127.0.0.1:7402 chat            # interactive
+  $bin/mycel --rpc http://127.0.0.1:7402 node status
   curl -N http://127.0.0.1:7403/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"$model","stream":true,"messages":[{"role":"user","content":"Tell me a joke"}]}'
   curl http://127.0.0.1:7402/ -H 'content-type: application/json' \\

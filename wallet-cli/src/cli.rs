@@ -15,6 +15,7 @@ Exit codes:
   6  invalid input (malformed DID, signature, seed, key file or credential)
   7  verification failed (signature or credential does not verify)
   8  I/O error
+  9  the node is unreachable or failed to answer
 
 Passwords come from a hidden prompt when the terminal is interactive, else from --password-file or
 the MYCEL_PASSWORD environment variable. They are never echoed.";
@@ -39,6 +40,14 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// The node to talk to (its HTTP/JSON-RPC URL).
+    #[arg(
+        long,
+        global = true,
+        env = "MYCEL_RPC",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    pub rpc: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -79,6 +88,51 @@ pub enum Command {
     /// Issue and verify consortium membership credentials (W3C VC-JWT).
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// Chat with the network through a node: streams the answer as it is generated. Without a
+    /// prompt, starts an interactive session (one line per turn; an empty line or EOF ends it).
+    #[command(
+        after_help = "Examples:\n  mycel chat \"What is the capital of France?\"\n  mycel chat --system \"Answer briefly.\" --temperature 0.7 --seed 7 \"Tell me a joke\"\n  mycel --rpc http://127.0.0.1:7402 chat"
+    )]
+    Chat(ChatArgs),
+    /// Ask a node about itself.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// List the peers of the node.
+    Peers,
+    /// List the models reachable through the node.
+    Models,
+}
+
+/// `mycel chat` options.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The question. Omit it for an interactive session.
+    pub prompt: Option<String>,
+    /// Model id (default: the node's default).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A system message sent before the conversation.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling temperature in [0, 2]; 0 is greedy.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Maximum new tokens.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Random seed: the same seed, model and prompt give the same answer.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `mycel node …`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// The node's DID, PeerId, addresses, models and peer count.
+    Status,
 }
 
 /// `mycel key …`

@@ -21,6 +21,8 @@ pub struct Context {
     pub password_file: Option<PathBuf>,
     /// 0 = quiet, 1 = normal, 2+ = verbose.
     pub verbosity: u8,
+    /// `--json`: machine output only.
+    pub json: bool,
 }
 
 impl Context {

@@ -23,6 +23,8 @@ pub enum Kind {
     Verification,
     /// The filesystem failed.
     Io,
+    /// The node could not be reached or failed to answer.
+    Node,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Invalid => 6,
             Kind::Verification => 7,
             Kind::Io => 8,
+            Kind::Node => 9,
         }
     }
 
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Invalid => "invalid_input",
             Kind::Verification => "verification_failed",
             Kind::Io => "io",
+            Kind::Node => "node",
         }
     }
 }

@@ -48,16 +48,25 @@ fn command_name(command: &Command) -> &'static str {
         Command::Verify { .. } => "verify",
         Command::Credential(C::Issue { .. }) => "credential issue",
         Command::Credential(C::Verify { .. }) => "credential verify",
+        Command::Chat(_) => "chat",
+        Command::Node(cli::NodeCommand::Status) => "node status",
+        Command::Peers => "peers",
+        Command::Models => "models",
     }
 }
 
 fn run(cli: Cli, ctx: &Context) -> CliResult<Report> {
+    let rpc = cli.rpc;
     match cli.command {
         Command::Key(cmd) => commands::key::run(cmd, ctx),
         Command::Did(cmd) => commands::did::run(cmd, ctx),
         Command::Sign { key, input } => commands::signature::sign(&key, &input, ctx),
         Command::Verify { did, sig, input } => commands::signature::verify(&did, &sig, &input),
         Command::Credential(cmd) => commands::credential::run(cmd, ctx),
+        Command::Chat(args) => commands::node::chat(args, &rpc, ctx),
+        Command::Node(cli::NodeCommand::Status) => commands::node::status(&rpc),
+        Command::Peers => commands::node::peers(&rpc),
+        Command::Models => commands::node::models(&rpc),
     }
 }
 
@@ -78,6 +87,7 @@ fn main() -> ExitCode {
         home,
         password_file: cli.password_file.clone(),
         verbosity: if cli.quiet { 0 } else { 1 + cli.verbose },
+        json: json_mode,
     };
     ctx.detail(format!("wallet home: {}", ctx.home.display()));
     let result = run(cli, &ctx);

@@ -3,4 +3,5 @@
 pub mod credential;
 pub mod did;
 pub mod key;
+pub mod node;
 pub mod signature;
