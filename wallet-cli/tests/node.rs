@@ -42,10 +42,16 @@ async fn start(
 
 /// Runs the wallet binary off the async runtime and returns (exit code, stdout, stderr).
 async fn mycel(args: Vec<String>) -> (i32, String, String) {
+    mycel_with_input(args, String::new()).await
+}
+
+/// Like [`mycel`], with `input` on stdin.
+async fn mycel_with_input(args: Vec<String>, input: String) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("mycel"))
+        let out = assert_cmd::Command::cargo_bin("mycel")
+            .unwrap()
             .args(&args)
-            .stdin(std::process::Stdio::null())
+            .write_stdin(input)
             .output()
             .unwrap();
         (
@@ -121,7 +127,28 @@ async fn wallet_chats_through_a_forwarding_node() {
     assert_eq!(v["data"]["remote"], true);
     assert_eq!(v["data"]["content"].as_str().unwrap().trim(), out.trim());
 
-    // Interactive mode reads turns from stdin until EOF (stdin is /dev/null here: zero turns).
+    // Without a prompt, a session: one turn per stdin line until an empty line or EOF; the
+    // answers stream to stdout, one "answered by" note per turn.
+    let (code, out, err) = mycel_with_input(
+        base(&[
+            "chat",
+            "--model",
+            "tiny",
+            "--max-tokens",
+            "6",
+            "--seed",
+            "3",
+        ]),
+        "first question\nsecond question\n".into(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("answered by").count(), 2, "{err}");
+    assert!(
+        out.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "{out}"
+    );
+    // A session is for people; --json needs a prompt.
     let (code, _, err) = mycel(base(&["--json", "chat"])).await;
     assert_eq!(code, 6, "{err}");
 
