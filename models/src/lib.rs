@@ -31,6 +31,7 @@
 //! # drop((handle, rx)); Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod chat;
 mod download;
 pub mod embed;

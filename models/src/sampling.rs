@@ -198,6 +198,60 @@ impl Sampler {
     }
 }
 
+/// Where `token` lies on the sampler's draw line for `logits` under `params` (non-greedy):
+/// the candidates (top_k by logit desc, id asc; all ids in id order when neither top_k nor
+/// top_p < 1 truncates) laid end to end with their weights, normalised
+/// by the total weight the sampler keeps after top_p, so that the draw `u` is in [0, 1).
+/// Returns the token's interval `[lo, hi)`; a candidate cut by top_p lies at or beyond 1, a
+/// token outside top_k yields None. Used by audits to replay a worker's draws
+/// (specs/models.md §5).
+pub fn draw_interval(logits: &[f32], params: &SamplingParams, token: u32) -> Option<(f64, f64)> {
+    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let mut c: Vec<(f32, u32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32))
+        .collect();
+    // Same order as `Sampler::sample`: by (logit desc, id asc) when top_k or top_p < 1
+    // truncates, otherwise in id order.
+    if params.top_k.is_some() || params.top_p.is_some_and(|p| p < 1.0) {
+        c.sort_unstable_by(cmp);
+    }
+    if let Some(k) = params.top_k {
+        c.truncate(k);
+    }
+    let max = c.iter().map(|x| x.0).fold(f32::NEG_INFINITY, f32::max);
+    if c.is_empty() {
+        return None;
+    }
+    let t = f64::from(params.temperature);
+    let w: Vec<f64> = c
+        .iter()
+        .map(|x| ((f64::from(x.0) - f64::from(max)) / t).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut kept = total;
+    if let Some(p) = params.top_p.filter(|p| *p < 1.0) {
+        let target = f64::from(p) * total;
+        let mut acc = 0.0;
+        for q in &w {
+            acc += q;
+            if acc >= target {
+                kept = acc;
+                break;
+            }
+        }
+    }
+    let mut lo = 0.0;
+    for (x, q) in c.iter().zip(&w) {
+        if x.1 == token {
+            return Some((lo / kept, (lo + q) / kept));
+        }
+        lo += q;
+    }
+    None
+}
+
 /// Index of the largest logit (lowest index on ties; NaN never wins).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0usize;
@@ -274,6 +328,29 @@ mod tests {
         };
         let mut s = Sampler::new(&p);
         assert!((0..20).all(|_| s.sample(&logits) == 1));
+    }
+
+    #[test]
+    fn draw_interval_contains_the_sampled_draw() {
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: Some(20),
+            top_p: Some(0.9),
+            seed: 5,
+            ..SamplingParams::default()
+        };
+        let mut s = Sampler::new(&p);
+        let mut rng = SplitMix64::new(p.seed);
+        for _ in 0..100 {
+            let t = s.sample(&logits);
+            let u = rng.next_f64();
+            let iv = draw_interval(&logits, &p, t);
+            assert!(
+                iv.is_some_and(|(lo, hi)| lo - 1e-9 <= u && u < hi + 1e-9),
+                "{iv:?} {u}"
+            );
+        }
     }
 
     #[test]

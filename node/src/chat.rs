@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mycel_models::sampling::MAX_NEW_TOKENS;
@@ -266,6 +266,8 @@ pub struct ModelHost {
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     queued: Arc<AtomicUsize>,
+    /// Artificial pause after each emitted delta, in microseconds (0: none).
+    delta_delay_us: Arc<AtomicU64>,
 }
 
 impl ModelHost {
@@ -277,6 +279,7 @@ impl ModelHost {
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             queued: Arc::new(AtomicUsize::new(0)),
+            delta_delay_us: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -293,6 +296,12 @@ impl ModelHost {
     /// Generations running or waiting.
     pub fn load(&self) -> usize {
         self.max_concurrent - self.permits.available_permits() + self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Slows generation down: pause this long after each emitted delta (tests, demos of failover).
+    pub fn set_delta_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delta_delay_us.store(us, Ordering::Relaxed);
     }
 
     /// Starts a job; events arrive on the returned channel. Dropping it cancels generation.
@@ -327,9 +336,10 @@ impl ModelHost {
             }
         };
         let (out_tx, out_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let delay = self.delta_delay_us.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let event = run_job(model, job, &out_tx).await;
+            let event = run_job(model, job, &out_tx, &delay).await;
             let _ = out_tx.send(event).await;
         });
         Ok(out_rx)
@@ -337,7 +347,12 @@ impl ModelHost {
 }
 
 /// Runs one generation, forwarding deltas; returns the final event.
-async fn run_job(model: Arc<ChatModel>, job: ChatJob, out: &mpsc::Sender<ChatEvent>) -> ChatEvent {
+async fn run_job(
+    model: Arc<ChatModel>,
+    job: ChatJob,
+    out: &mpsc::Sender<ChatEvent>,
+    delay_us: &AtomicU64,
+) -> ChatEvent {
     let (tok_tx, mut tok_rx) = mpsc::channel(TOKEN_CHANNEL_CAPACITY);
     let session = model.new_session();
     let handle =
@@ -354,6 +369,10 @@ async fn run_job(model: Arc<ChatModel>, job: ChatJob, out: &mpsc::Sender<ChatEve
             if out.send(ChatEvent::Delta(emit)).await.is_err() {
                 // The consumer left: dropping the token receiver below cancels generation.
                 break;
+            }
+            let delay = delay_us.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_micros(delay)).await;
             }
         }
         if stopped {

@@ -17,9 +17,10 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::chat::{ChatAnswer, ChatEvent, ChatJob, EVENT_CHANNEL_CAPACITY, ModelHost};
 use crate::error::NodeError;
+use crate::metrics::{Metrics, Route};
 use crate::wire::{
     INFER_STREAM_PROTOCOL, InferErrorCode, MAX_INBOUND_STREAM_JOBS, MAX_INFER_REQUEST_BYTES,
-    MAX_INFER_RESPONSE_BYTES, STREAM_REQUEST_READ_TIMEOUT,
+    MAX_INFER_RESPONSE_BYTES, STREAM_REQUEST_READ_TIMEOUT, STREAM_STALL_TIMEOUT,
 };
 
 /// A server → requester frame.
@@ -78,7 +79,12 @@ where
 }
 
 /// Accepts inbound streams until `incoming` ends, serving each job on the local host.
-pub async fn serve(mut incoming: IncomingStreams, host: Arc<ModelHost>, deadline: Duration) {
+pub async fn serve(
+    mut incoming: IncomingStreams,
+    host: Arc<ModelHost>,
+    deadline: Duration,
+    metrics: Arc<Metrics>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND_STREAM_JOBS));
     while let Some((peer, mut stream)) = incoming.next().await {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -96,6 +102,7 @@ pub async fn serve(mut incoming: IncomingStreams, host: Arc<ModelHost>, deadline
             continue;
         };
         let host = host.clone();
+        metrics.request(Route::Inbound);
         tokio::spawn(async move {
             let _slot = slot;
             if tokio::time::timeout(deadline, serve_one(peer, stream, host))
@@ -217,8 +224,9 @@ pub async fn open(
         let until = started + deadline;
         tokio::spawn(async move {
             loop {
+                let stall = tokio::time::Instant::now() + STREAM_STALL_TIMEOUT;
                 let frame = tokio::time::timeout_at(
-                    until,
+                    until.min(stall),
                     read_frame::<_, StreamFrame>(&mut stream, MAX_INFER_RESPONSE_BYTES),
                 )
                 .await;
@@ -230,6 +238,10 @@ pub async fn open(
                     }
                     Ok(Err(e)) => (
                         ChatEvent::Failed(format!("provider stream broke: {e}")),
+                        true,
+                    ),
+                    Err(_) if stall < until => (
+                        ChatEvent::Failed("provider stalled (no frame in time)".into()),
                         true,
                     ),
                     Err(_) => (ChatEvent::Failed("deadline exceeded".into()), true),

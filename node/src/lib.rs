@@ -8,7 +8,10 @@
 //! (DHT, gossip [`heartbeat`]s, identify, ping, mDNS). [`config`] and [`node_key`] set a node up;
 //! [`models`] pulls and loads weights. Wire formats are in `specs/wire.md`, the RPC in `specs/rpc.md`.
 //!
-//! Not here yet: ledger sync and voting, sharded pipelines, scoring, metrics.
+//! [`peers`] tracks liveness and ranks providers; [`metrics`] is the Prometheus registry behind
+//! `GET /metrics`.
+//!
+//! Not here yet: ledger sync and voting, sharded pipelines, scoring.
 
 pub mod chat;
 pub mod config;
@@ -16,10 +19,12 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod infer_stream;
+pub mod metrics;
 pub mod models;
 pub mod network;
 pub mod node;
 pub mod node_key;
+pub mod peers;
 pub mod wire;
 
 pub use config::Config;

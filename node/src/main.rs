@@ -11,6 +11,8 @@ use mycel_models::{Progress, Registry};
 use mycel_node::config::{self, CONFIG_FILE, Config, DEFAULT_CONFIG_TOML, TINY_MODEL_ID};
 use mycel_node::{RunningNode, StartOptions, models, node_key};
 
+mod bench;
+
 /// File the running node writes its identity and addresses to, for scripts.
 const NODE_INFO_FILE: &str = "node.json";
 
@@ -46,6 +48,9 @@ enum Command {
     /// Manage models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Measure performance (`bench inference`).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +111,7 @@ fn main() -> Result<()> {
         Command::Init => init(&data_dir),
         Command::Model(ModelCommand::Pull { id, from }) => pull(&data_dir, &id, from.as_deref()),
         Command::Model(ModelCommand::List) => list(&data_dir),
+        Command::Bench(cmd) => bench::run(&data_dir, cmd),
         Command::Up(args) => {
             let cfg = load_config(cli.config.as_deref(), &data_dir)?;
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;

@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::kad::{self, store::MemoryStore};
+use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -26,6 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::chat::{self, ChatJob, ModelHost};
 use crate::error::{NodeError, Result};
 use crate::heartbeat::Heartbeat;
+use crate::metrics::{Metrics, Route};
+use crate::peers::{MAX_ADDRS_PER_PEER, PeerTable};
 use crate::wire::{self, InferErrorCode, InferResponse};
 
 /// Capacity of the command channel from handles to the actor.
@@ -34,8 +37,6 @@ pub const COMMAND_CHANNEL_CAPACITY: usize = 256;
 const ANSWER_CHANNEL_CAPACITY: usize = 64;
 /// Peers whose state (addresses, heartbeat, rtt) the node tracks; connections beyond are refused.
 pub const MAX_PEERS: usize = 128;
-/// Addresses remembered per peer.
-const MAX_ADDRS_PER_PEER: usize = 8;
 /// Provider lookups in flight at once.
 const MAX_PENDING_LOOKUPS: usize = 64;
 /// Outbound inference requests in flight at once.
@@ -60,6 +61,8 @@ pub struct NetworkConfig {
     pub heartbeat_interval: Duration,
     /// Deadline of one remote inference request (both as client and as server).
     pub infer_timeout: Duration,
+    /// Where the actor counts peers, gossip, heartbeats and served jobs.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the node knows about a connected peer.
@@ -75,15 +78,8 @@ pub struct PeerSnapshot {
     pub rtt: Option<Duration>,
     /// Identify agent string.
     pub agent: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct PeerState {
-    addrs: Vec<Multiaddr>,
-    models: Vec<String>,
-    heartbeat_seq: u64,
-    rtt: Option<Duration>,
-    agent: Option<String>,
+    /// Whether its heartbeats are current (a silent peer is down and never chosen as a provider).
+    pub up: bool,
 }
 
 enum Command {
@@ -166,7 +162,8 @@ impl NetworkHandle {
             .map_err(|_| NodeError::Network("network actor dropped the request".into()))
     }
 
-    /// Peers that serve `model`: connected peers whose heartbeat lists it, else a DHT provider lookup.
+    /// Peers that serve `model`: up peers whose heartbeat lists it (lowest round trip and queue first),
+    /// else a DHT provider lookup (without peers known to be down).
     pub async fn find_providers(&self, model: &str) -> Result<Vec<PeerId>> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::FindProviders {
@@ -330,18 +327,20 @@ pub fn start(
         incoming,
         host.clone(),
         cfg.infer_timeout,
+        cfg.metrics.clone(),
     ));
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
     let (answer_tx, answer_rx) = mpsc::channel(ANSWER_CHANNEL_CAPACITY);
     let local_peer = *swarm.local_peer_id();
+    let peers = PeerTable::new(MAX_PEERS, cfg.heartbeat_interval);
     let actor = Actor {
         swarm,
         key: key.clone(),
         host,
         topic,
         cfg,
-        peers: HashMap::new(),
+        peers,
         lookups: HashMap::new(),
         outbound: HashMap::new(),
         inbound_jobs: 0,
@@ -389,7 +388,7 @@ struct Actor {
     host: Arc<ModelHost>,
     topic: IdentTopic,
     cfg: NetworkConfig,
-    peers: HashMap<PeerId, PeerState>,
+    peers: PeerTable,
     lookups: HashMap<kad::QueryId, Lookup>,
     outbound:
         HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<InferResponse, String>>>,
@@ -421,7 +420,10 @@ impl Actor {
                     }
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = heartbeat.tick() => self.publish_heartbeat(),
+                _ = heartbeat.tick() => {
+                    self.publish_heartbeat();
+                    self.cfg.metrics.peers_up.set(self.peers.up_count(Instant::now()) as i64);
+                }
             }
         };
         // Dropping the swarm closes every connection and listener before the shutdown is acknowledged.
@@ -443,14 +445,7 @@ impl Actor {
                 self.outbound.insert(id, reply);
             }
             Command::FindProviders { model, reply } => {
-                let me = *self.swarm.local_peer_id();
-                let known: Vec<PeerId> = self
-                    .peers
-                    .iter()
-                    .filter(|(p, s)| **p != me && s.models.contains(&model))
-                    .map(|(p, _)| *p)
-                    .take(MAX_PROVIDERS)
-                    .collect();
+                let known = self.peers.providers(&model, Instant::now(), MAX_PROVIDERS);
                 if !known.is_empty() || self.lookups.len() >= MAX_PENDING_LOOKUPS {
                     let _ = reply.send(known);
                     return;
@@ -469,6 +464,7 @@ impl Actor {
                 );
             }
             Command::Peers { reply } => {
+                let now = Instant::now();
                 let list = self
                     .peers
                     .iter()
@@ -478,6 +474,7 @@ impl Actor {
                         models: s.models.clone(),
                         rtt: s.rtt,
                         agent: s.agent.clone(),
+                        up: self.peers.is_up(p, now),
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -496,18 +493,22 @@ impl Actor {
             seq: self.heartbeat_seq,
         };
         let bytes = hb.sign(&self.key);
-        if let Err(e) = self
+        match self
             .swarm
             .behaviour_mut()
             .gossipsub
             .publish(self.topic.clone(), bytes)
         {
+            Ok(_) => {
+                self.cfg.metrics.heartbeats_sent.inc();
+            }
             // InsufficientPeers until a peer subscribed: expected on a lone node.
-            tracing::trace!(error = %e, "heartbeat not published");
-        }
+            Err(e) => tracing::trace!(error = %e, "heartbeat not published"),
+        };
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.cfg.metrics.libp2p.0.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
@@ -519,24 +520,28 @@ impl Actor {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
-                if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&peer_id) {
+                self.cfg.metrics.connections.inc();
+                if !self
+                    .peers
+                    .connected(peer_id, endpoint.get_remote_address().clone())
+                {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
-                let state = self.peers.entry(peer_id).or_default();
-                let addr = endpoint.get_remote_address().clone();
-                if !state.addrs.contains(&addr) && state.addrs.len() < MAX_ADDRS_PER_PEER {
-                    state.addrs.push(addr);
-                }
+                self.cfg.metrics.peers.set(self.peers.len() as i64);
                 tracing::debug!(%peer_id, "connected");
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
                 ..
             } => {
-                self.peers.remove(&peer_id);
-                tracing::debug!(%peer_id, "disconnected");
+                self.cfg.metrics.connections.dec();
+                if num_established == 0 {
+                    self.peers.disconnected(&peer_id);
+                    self.cfg.metrics.peers.set(self.peers.len() as i64);
+                    tracing::debug!(%peer_id, "disconnected");
+                }
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             _ => {}
@@ -544,6 +549,14 @@ impl Actor {
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        let recorder = &self.cfg.metrics.libp2p.0;
+        match &event {
+            BehaviourEvent::Identify(ev) => recorder.record(ev),
+            BehaviourEvent::Ping(ev) => recorder.record(ev),
+            BehaviourEvent::Kad(ev) => recorder.record(ev),
+            BehaviourEvent::Gossipsub(ev) => recorder.record(ev),
+            _ => {}
+        }
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let kad_proto = StreamProtocol::new(wire::KAD_PROTOCOL);
@@ -555,22 +568,18 @@ impl Actor {
                             .add_address(&peer_id, addr.clone());
                     }
                 }
-                if let Some(state) = self.peers.get_mut(&peer_id) {
-                    state.agent = Some(info.agent_version.chars().take(128).collect());
-                }
+                self.peers.agent(&peer_id, &info.agent_version);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
                 ..
             }) => {
-                if let Some(state) = self.peers.get_mut(&peer) {
-                    state.rtt = Some(rtt);
-                }
+                self.peers.rtt(&peer, rtt);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
-                    if self.peers.len() >= MAX_PEERS || self.peers.contains_key(&peer) {
+                    if self.peers.is_full() || self.peers.contains(&peer) {
                         continue;
                     }
                     self.swarm
@@ -581,16 +590,20 @@ impl Actor {
                 }
             }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
-                let Some(source) = message.source else { return };
+                let Some(source) = message.source else {
+                    self.cfg.metrics.gossip(false);
+                    return;
+                };
                 let Some(hb) = Heartbeat::verify(&message.data, &source) else {
+                    self.cfg.metrics.gossip(false);
                     tracing::debug!(%source, "dropped an invalid heartbeat");
                     return;
                 };
-                if let Some(state) = self.peers.get_mut(&source)
-                    && hb.seq > state.heartbeat_seq
-                {
-                    state.heartbeat_seq = hb.seq;
-                    state.models = hb.models;
+                // Valid but stale (a replay) or from a peer we are not connected to: ignored.
+                let fresh = self.peers.heartbeat(&source, hb, Instant::now());
+                self.cfg.metrics.gossip(fresh);
+                if fresh {
+                    self.cfg.metrics.heartbeats_received.inc();
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -603,6 +616,7 @@ impl Actor {
 
     fn on_kad_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
         let me = *self.swarm.local_peer_id();
+        let now = Instant::now();
         let Some(lookup) = self.lookups.get_mut(&id) else {
             return;
         };
@@ -612,7 +626,12 @@ impl Actor {
         })) = result
         {
             for p in providers {
-                if p != me && !lookup.found.contains(&p) && lookup.found.len() < MAX_PROVIDERS {
+                // A connected peer whose heartbeats stopped is down: its DHT record is stale.
+                if p != me
+                    && !self.peers.is_down(&p, now)
+                    && !lookup.found.contains(&p)
+                    && lookup.found.len() < MAX_PROVIDERS
+                {
                     lookup.found.push(p);
                 }
             }
@@ -696,6 +715,7 @@ impl Actor {
             return;
         }
         tracing::info!(%peer, model = %job.model, "serving inference for a peer");
+        self.cfg.metrics.request(Route::Inbound);
         self.inbound_jobs += 1;
         let host = self.host.clone();
         let answers = self.answer_tx.clone();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -15,15 +15,18 @@ use mycel_models::ChatModel;
 use mycel_rpc_api::{ModelInfo, NodeInfo, PeerInfo};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chat::{ChatEvent, ChatJob, ModelHost};
+use crate::chat::{ChatEvent, ChatJob, EVENT_CHANNEL_CAPACITY, ModelHost};
 use crate::config::Config;
 use crate::error::{NodeError, Result};
 use crate::infer_stream::Opened;
+use crate::metrics::{Metrics, Route};
 use crate::network::{self, NetworkConfig, NetworkHandle};
 use crate::wire::{InferErrorCode, InferResponse, PROVIDER_LOOKUP_TIMEOUT};
 
 /// Providers tried, one after another, before a remote request fails.
 pub const MAX_REMOTE_ATTEMPTS: usize = 3;
+/// Mid-answer provider switches per request before the answer fails.
+pub const MAX_FAILOVERS: usize = 2;
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -63,6 +66,7 @@ struct Inner {
     http_url: String,
     infer_timeout: Duration,
     next_id: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Cloneable handle to a running node, used by the HTTP and RPC layers.
@@ -184,33 +188,88 @@ impl Node {
             .collect())
     }
 
+    /// The node's Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Slows local generation down: a pause after every emitted delta (tests and failover demos).
+    pub fn set_generation_delay(&self, delay: Duration) {
+        self.inner.host.set_delta_delay(delay);
+    }
+
     /// Starts answering a job: locally when the model is loaded here, else through a provider.
     ///
     /// Remote answers stream over `/mycel/infer-stream/1.0.0`; a provider without it answers whole
-    /// over `/mycel/infer/1.0.0`. Providers are tried in turn until one starts answering.
+    /// over `/mycel/infer/1.0.0`. Providers are tried in turn until one starts answering. If the
+    /// provider dies or stalls mid-answer, the same job (same seed) is replayed on another provider and
+    /// the text already delivered is skipped, so the caller still gets one complete answer
+    /// (`served_by` names the first provider).
     pub async fn chat(&self, job: ChatJob) -> Result<ChatStream> {
+        let started = Instant::now();
         if self.inner.host.serves(&job.model) {
+            self.inner.metrics.request(Route::Local);
             let model = job.model.clone();
-            let events = self.inner.host.start(job).await?;
+            let events = match self.inner.host.start(job).await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.inner.metrics.failures.inc();
+                    return Err(e);
+                }
+            };
+            let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+            tokio::spawn(observe(self.clone(), events, tx, started));
             return Ok(ChatStream {
                 served_by: self.inner.did,
                 served_by_peer: self.inner.peer_id,
                 remote: false,
                 model,
-                events,
+                events: rx,
             });
         }
+        self.inner.metrics.request(Route::Remote);
+        let mut tried = Vec::new();
+        let (peer, did, events) = match self.open_remote(&job, &mut tried).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.inner.metrics.failures.inc();
+                return Err(e);
+            }
+        };
+        let model = job.model.clone();
+        let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        tokio::spawn(relay(self.clone(), job, events, tried, tx, started));
+        Ok(ChatStream {
+            served_by: did,
+            served_by_peer: peer,
+            remote: true,
+            model,
+            events: rx,
+        })
+    }
+
+    /// Finds providers (skipping `tried`) and asks them in turn until one starts answering.
+    async fn open_remote(
+        &self,
+        job: &ChatJob,
+        tried: &mut Vec<PeerId>,
+    ) -> Result<(PeerId, Did, mpsc::Receiver<ChatEvent>)> {
         let providers = tokio::time::timeout(
             PROVIDER_LOOKUP_TIMEOUT + Duration::from_secs(1),
             self.inner.net.find_providers(&job.model),
         )
         .await
         .unwrap_or(Ok(Vec::new()))?;
+        let providers: Vec<PeerId> = providers
+            .into_iter()
+            .filter(|p| !tried.contains(p))
+            .collect();
         if providers.is_empty() {
-            return Err(NodeError::ModelNotFound(job.model));
+            return Err(NodeError::ModelNotFound(job.model.clone()));
         }
         let mut reasons = Vec::new();
         for peer in providers.into_iter().take(MAX_REMOTE_ATTEMPTS) {
+            tried.push(peer);
             let Ok(did) = Did::from_peer_id(&peer) else {
                 reasons.push(format!("{peer}: not an Ed25519 peer"));
                 continue;
@@ -218,20 +277,12 @@ impl Node {
             match crate::infer_stream::open(
                 self.inner.net.stream_control(),
                 peer,
-                &job,
+                job,
                 self.inner.infer_timeout,
             )
             .await
             {
-                Ok(Opened::Streaming(events)) => {
-                    return Ok(ChatStream {
-                        served_by: did,
-                        served_by_peer: peer,
-                        remote: true,
-                        model: job.model,
-                        events,
-                    });
-                }
+                Ok(Opened::Streaming(events)) => return Ok((peer, did, events)),
                 Ok(Opened::Refused {
                     code: InferErrorCode::InvalidRequest,
                     message,
@@ -259,13 +310,7 @@ impl Node {
                     let (tx, events) = mpsc::channel(2);
                     let _ = tx.try_send(ChatEvent::Delta(answer.text.clone()));
                     let _ = tx.try_send(ChatEvent::Done(answer));
-                    return Ok(ChatStream {
-                        served_by: did,
-                        served_by_peer: peer,
-                        remote: true,
-                        model: job.model,
-                        events,
-                    });
+                    return Ok((peer, did, events));
                 }
                 Ok(Ok(Ok(InferResponse::Error {
                     code: InferErrorCode::InvalidRequest,
@@ -282,9 +327,152 @@ impl Node {
             reasons.push(format!("{peer}: {reason}"));
         }
         Err(NodeError::UpstreamFailed {
-            model: job.model,
+            model: job.model.clone(),
             reasons: reasons.join("; "),
         })
+    }
+}
+
+/// Forwards a local job's events, recording latency, tokens and failures.
+async fn observe(
+    node: Node,
+    mut events: mpsc::Receiver<ChatEvent>,
+    out: mpsc::Sender<ChatEvent>,
+    started: Instant,
+) {
+    let m = &node.inner.metrics;
+    loop {
+        // A caller that left cancels the job at once (dropping `events` stops generation).
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = out.closed() => return,
+        };
+        let Some(ev) = ev else { return };
+        match &ev {
+            ChatEvent::Done(a) => {
+                m.latency.observe(started.elapsed().as_secs_f64());
+                m.tokens.inc_by(u64::from(a.completion_tokens));
+            }
+            ChatEvent::Failed(_) => {
+                m.failures.inc();
+            }
+            ChatEvent::Delta(_) => {}
+        }
+        if out.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Where a provider's answer stands against the text already delivered to the caller.
+enum Replay {
+    /// Still inside the delivered prefix (nothing new yet).
+    Behind,
+    /// Past it: this text is new.
+    New(String),
+    /// The provider's text does not extend what was delivered (nondeterministic provider).
+    Diverged,
+}
+
+/// Compares `received` (all text of the current provider) with `delivered` (all text sent on).
+fn replay_step(delivered: &str, received: &str) -> Replay {
+    if received.len() <= delivered.len() {
+        if delivered.starts_with(received) {
+            Replay::Behind
+        } else {
+            Replay::Diverged
+        }
+    } else if let Some(rest) = received.strip_prefix(delivered) {
+        Replay::New(rest.to_string())
+    } else {
+        Replay::Diverged
+    }
+}
+
+/// Forwards a remote answer to the caller; when the provider fails mid-answer, replays the job on
+/// another provider and skips the text already delivered (jobs carry their seed, so a provider with
+/// the same weights regenerates the same text).
+async fn relay(
+    node: Node,
+    job: ChatJob,
+    mut events: mpsc::Receiver<ChatEvent>,
+    mut tried: Vec<PeerId>,
+    out: mpsc::Sender<ChatEvent>,
+    started: Instant,
+) {
+    let m = &node.inner.metrics;
+    let mut delivered = String::new();
+    let mut failovers = 0;
+    loop {
+        let mut received = String::new();
+        let reason = loop {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                // The caller left: dropping `events` closes the provider's stream and cancels it.
+                _ = out.closed() => return,
+            };
+            match ev {
+                Some(ChatEvent::Delta(t)) => {
+                    received.push_str(&t);
+                    match replay_step(&delivered, &received) {
+                        Replay::Behind => {}
+                        Replay::New(text) => {
+                            delivered.push_str(&text);
+                            if out.send(ChatEvent::Delta(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Replay::Diverged => break None,
+                    }
+                }
+                Some(ChatEvent::Done(answer)) => {
+                    if !answer.text.starts_with(&delivered) {
+                        break None;
+                    }
+                    if let Some(rest) = answer.text.get(delivered.len()..)
+                        && !rest.is_empty()
+                    {
+                        let _ = out.send(ChatEvent::Delta(rest.to_string())).await;
+                    }
+                    m.latency.observe(started.elapsed().as_secs_f64());
+                    m.tokens.inc_by(u64::from(answer.completion_tokens));
+                    let _ = out.send(ChatEvent::Done(answer)).await;
+                    return;
+                }
+                Some(ChatEvent::Failed(e)) => break Some(e),
+                None => break Some("provider stream ended without an answer".into()),
+            }
+        };
+        let Some(reason) = reason else {
+            m.failures.inc();
+            let _ = out
+                .send(ChatEvent::Failed(
+                    "failover replay diverged from the text already sent".into(),
+                ))
+                .await;
+            return;
+        };
+        if failovers >= MAX_FAILOVERS || out.is_closed() {
+            m.failures.inc();
+            let _ = out.send(ChatEvent::Failed(reason)).await;
+            return;
+        }
+        failovers += 1;
+        m.failovers.inc();
+        tracing::warn!(%reason, delivered = delivered.len(), "provider failed mid-answer; failing over");
+        match node.open_remote(&job, &mut tried).await {
+            Ok((peer, _, next)) => {
+                tracing::info!(%peer, "replaying the job on another provider");
+                events = next;
+            }
+            Err(e) => {
+                m.failures.inc();
+                let _ = out
+                    .send(ChatEvent::Failed(format!("{reason}; failover: {e}")))
+                    .await;
+                return;
+            }
+        }
     }
 }
 
@@ -318,6 +506,7 @@ impl RunningNode {
         let host = Arc::new(ModelHost::new(opts.models, cfg.max_concurrent_generations));
         let listen = cfg.listen_addrs()?;
         let infer_timeout = Duration::from_secs(cfg.infer_timeout_secs);
+        let metrics = Arc::new(Metrics::new());
         let (net, net_task) = network::start(
             &opts.key,
             NetworkConfig {
@@ -326,6 +515,7 @@ impl RunningNode {
                 mdns: cfg.mdns,
                 heartbeat_interval: Duration::from_secs(cfg.heartbeat_interval_secs),
                 infer_timeout,
+                metrics: metrics.clone(),
             },
             host.clone(),
         )?;
@@ -346,6 +536,7 @@ impl RunningNode {
                 http_url: format!("http://{http_addr}"),
                 infer_timeout,
                 next_id: AtomicU64::new(0),
+                metrics,
             }),
         };
         let (http_stop, stop_rx) = oneshot::channel();
@@ -385,5 +576,26 @@ impl RunningNode {
         self.http_task.abort();
         self.node.inner.net.shutdown().await;
         let _ = (&mut self.net_task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_skips_the_delivered_prefix_and_detects_divergence() {
+        assert!(matches!(replay_step("hello wor", "hel"), Replay::Behind));
+        assert!(matches!(
+            replay_step("hello wor", "hello wor"),
+            Replay::Behind
+        ));
+        assert!(matches!(replay_step("hello wor", "hello world"), Replay::New(t) if t == "ld"));
+        assert!(matches!(replay_step("", "é"), Replay::New(t) if t == "é"));
+        assert!(matches!(replay_step("hello", "help"), Replay::Diverged));
+        assert!(matches!(
+            replay_step("hello", "jello world"),
+            Replay::Diverged
+        ));
     }
 }

@@ -31,6 +31,9 @@ pub const MAX_CONCURRENT_INFER_STREAMS: usize = 8;
 pub const MAX_INBOUND_STREAM_JOBS: usize = 32;
 /// How long a server waits for the request frame of a new stream.
 pub const STREAM_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence between two frames of a streamed answer before the requester treats the provider
+/// as stalled and fails over.
+pub const STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a DHT provider lookup may take.
 pub const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 

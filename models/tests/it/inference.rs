@@ -428,3 +428,39 @@ fn teacher_forced_verification_accepts_own_output_and_rejects_forgery() {
     assert_eq!(v2.first_rejected, Some(3));
     assert!(v2.scores[3].rank > 0 && v2.scores[3].logprob < v.scores[3].logprob);
 }
+
+#[test]
+fn sampler_replay_accepts_seeded_output_and_rejects_forgeries() {
+    let m = model();
+    let prompt = m.encode_chat(&convo()).unwrap();
+    for (top_k, top_p) in [(Some(40), Some(0.95)), (None, None), (None, Some(0.9))] {
+        let params = SamplingParams {
+            temperature: 0.9,
+            top_k,
+            top_p,
+            seed: 11,
+            stop_tokens: vec![],
+            ..SamplingParams::greedy(16)
+        };
+        let (_, c) = run(&m, &convo(), &params);
+        let v = m.verify_replay(&prompt, &c.token_ids, &params).unwrap();
+        assert!(v.accepted, "{top_k:?} {top_p:?}: {:?}", v.first_rejected);
+        // Another seed draws elsewhere: the same output no longer replays.
+        let other = SamplingParams {
+            seed: 12,
+            ..params.clone()
+        };
+        let v2 = m.verify_replay(&prompt, &c.token_ids, &other).unwrap();
+        assert!(!v2.accepted, "{top_k:?} {top_p:?}");
+    }
+    let greedy = SamplingParams {
+        stop_tokens: vec![],
+        ..SamplingParams::greedy(12)
+    };
+    let (_, g) = run(&m, &convo(), &greedy);
+    assert!(
+        m.verify_replay(&prompt, &g.token_ids, &greedy)
+            .unwrap()
+            .accepted
+    );
+}

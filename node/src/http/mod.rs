@@ -1,5 +1,6 @@
 //! The node's HTTP API on one port: OpenAI-compatible routes under `/v1`, and JSON-RPC 2.0 (jsonrpsee,
-//! HTTP and WebSocket) on every other path, served as a tower service through axum's fallback.
+//! HTTP and WebSocket) on every other path, served as a tower service through axum's fallback;
+//! Prometheus metrics at `GET /metrics`.
 
 mod openai;
 mod rpc;
@@ -22,6 +23,17 @@ pub const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
 pub const SERVED_BY_HEADER: &str = "x-mycel-served-by";
 /// Most concurrent JSON-RPC WebSocket connections.
 const MAX_RPC_CONNECTIONS: u32 = 64;
+
+/// `GET /metrics`: Prometheus (OpenMetrics text) scrape of the node's metrics.
+async fn metrics(axum::extract::State(node): axum::extract::State<Node>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        node.metrics().encode(),
+    )
+}
 
 /// Builds the router for a node.
 pub fn router(node: Node) -> Result<Router> {
@@ -52,6 +64,7 @@ pub fn router(node: Node) -> Result<Router> {
     Ok(Router::new()
         .route("/v1/models", get(openai::list_models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/metrics", get(metrics))
         .with_state(node)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES)))

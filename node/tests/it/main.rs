@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod failover;
 mod harness;
+mod metrics;
 mod openai;
 mod p2p;
 mod real_model;

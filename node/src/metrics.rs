@@ -1,0 +1,228 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text), served at `GET /metrics` on the HTTP port.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `mycel_peers` | gauge | connected peers |
+//! | `mycel_peers_up` | gauge | connected peers whose heartbeats are current |
+//! | `mycel_connections` | gauge | established libp2p connections |
+//! | `mycel_gossip_messages_total{outcome}` | counter | gossip messages `accepted` or `rejected` |
+//! | `mycel_heartbeats_sent_total` / `mycel_heartbeats_received_total` | counter | heartbeats published / accepted |
+//! | `mycel_inference_requests_total{route}` | counter | requests asked here (`local`, `remote`) or served for peers (`inbound`) |
+//! | `mycel_inference_failures_total` | counter | requests asked here that ended without an answer |
+//! | `mycel_inference_latency_seconds` | histogram | time from request to complete answer (asked here) |
+//! | `mycel_inference_tokens_total` | counter | completion tokens of answers delivered here |
+//! | `mycel_inference_failovers_total` | counter | mid-answer switches to another provider |
+//!
+//! libp2p's own swarm and protocol metrics (libp2p-metrics: connections, identify, Kademlia, ping,
+//! gossipsub) are in the same registry under the `libp2p_` prefix.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Content type of the `/metrics` response.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Smallest latency bucket (seconds); buckets double from here.
+const LATENCY_BUCKET_START: f64 = 0.01;
+/// Number of latency buckets (0.01 s … ~82 s).
+const LATENCY_BUCKETS: u16 = 14;
+
+/// Label set of a counter family: one `(name, value)` pair.
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Where an inference request ran, as seen by this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Asked here, ran on this node's model.
+    Local,
+    /// Asked here, ran on a provider.
+    Remote,
+    /// Asked by a peer, ran here.
+    Inbound,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Local => "local",
+            Route::Remote => "remote",
+            Route::Inbound => "inbound",
+        }
+    }
+}
+
+/// libp2p's event-derived metrics, recorded by the swarm actor.
+pub struct Libp2pMetrics(pub libp2p::metrics::Metrics);
+
+impl std::fmt::Debug for Libp2pMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Libp2pMetrics")
+    }
+}
+
+/// The node's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// libp2p swarm and protocol metrics (same registry).
+    pub libp2p: Libp2pMetrics,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// Connected peers with current heartbeats.
+    pub peers_up: Gauge,
+    /// Established connections.
+    pub connections: Gauge,
+    gossip: Family<Labels, Counter>,
+    /// Heartbeats published.
+    pub heartbeats_sent: Counter,
+    /// Heartbeats accepted from peers.
+    pub heartbeats_received: Counter,
+    requests: Family<Labels, Counter>,
+    /// Requests asked here that ended without an answer.
+    pub failures: Counter,
+    /// Request-to-answer latency of requests asked here.
+    pub latency: Histogram,
+    /// Completion tokens of answers delivered here.
+    pub tokens: Counter,
+    /// Mid-answer provider switches.
+    pub failovers: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, all registered under the `mycel` prefix.
+    pub fn new() -> Self {
+        let mut root = Registry::default();
+        let libp2p = Libp2pMetrics(libp2p::metrics::Metrics::new(&mut root));
+        let reg = root.sub_registry_with_prefix("mycel");
+        let peers = Gauge::default();
+        let peers_up = Gauge::default();
+        let connections = Gauge::default();
+        let gossip = Family::<Labels, Counter>::default();
+        let heartbeats_sent = Counter::default();
+        let heartbeats_received = Counter::default();
+        let requests = Family::<Labels, Counter>::default();
+        let failures = Counter::default();
+        let latency = Histogram::new(exponential_buckets(
+            LATENCY_BUCKET_START,
+            2.0,
+            LATENCY_BUCKETS,
+        ));
+        let tokens = Counter::default();
+        let failovers = Counter::default();
+        reg.register("peers", "Connected peers", peers.clone());
+        reg.register(
+            "peers_up",
+            "Connected peers whose heartbeats are current",
+            peers_up.clone(),
+        );
+        reg.register(
+            "connections",
+            "Established libp2p connections",
+            connections.clone(),
+        );
+        reg.register(
+            "gossip_messages",
+            "Gossip messages by validation outcome",
+            gossip.clone(),
+        );
+        reg.register(
+            "heartbeats_sent",
+            "Heartbeats published",
+            heartbeats_sent.clone(),
+        );
+        reg.register(
+            "heartbeats_received",
+            "Heartbeats accepted from peers",
+            heartbeats_received.clone(),
+        );
+        reg.register(
+            "inference_requests",
+            "Inference requests by route",
+            requests.clone(),
+        );
+        reg.register(
+            "inference_failures",
+            "Inference requests asked here that ended without an answer",
+            failures.clone(),
+        );
+        reg.register(
+            "inference_latency_seconds",
+            "Time from request to complete answer, for requests asked here",
+            latency.clone(),
+        );
+        reg.register(
+            "inference_tokens",
+            "Completion tokens of answers delivered here",
+            tokens.clone(),
+        );
+        reg.register(
+            "inference_failovers",
+            "Mid-answer switches to another provider",
+            failovers.clone(),
+        );
+        Self {
+            registry: root,
+            libp2p,
+            peers,
+            peers_up,
+            connections,
+            gossip,
+            heartbeats_sent,
+            heartbeats_received,
+            requests,
+            failures,
+            latency,
+            tokens,
+            failovers,
+        }
+    }
+
+    /// Counts a gossip message as accepted or rejected.
+    pub fn gossip(&self, accepted: bool) {
+        let outcome = if accepted { "accepted" } else { "rejected" };
+        self.gossip.get_or_create(&vec![("outcome", outcome)]).inc();
+    }
+
+    /// Counts an inference request.
+    pub fn request(&self, route: Route) {
+        self.requests
+            .get_or_create(&vec![("route", route.label())])
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_with_labels() {
+        let m = Metrics::new();
+        m.request(Route::Remote);
+        m.gossip(false);
+        m.latency.observe(0.5);
+        let text = m.encode();
+        assert!(text.contains("mycel_inference_requests_total{route=\"remote\"} 1"));
+        assert!(text.contains("mycel_gossip_messages_total{outcome=\"rejected\"} 1"));
+        assert!(text.contains("mycel_inference_latency_seconds_count 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

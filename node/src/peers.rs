@@ -1,0 +1,281 @@
+//! What the node knows about connected peers, and provider choice — pure state, time passed in.
+//!
+//! A peer is **up** while its last accepted heartbeat is younger than [`DOWN_AFTER_INTERVALS`]
+//! heartbeat intervals; a peer whose heartbeats stopped is **down** and is not offered as a provider,
+//! even if its connection lingers. Providers of a model are ordered by a cost: the ping round-trip
+//! EWMA plus [`LOAD_PENALTY`] per job of queue depth reported in the heartbeat.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+
+use crate::heartbeat::Heartbeat;
+
+/// Heartbeat intervals of silence after which a peer is down.
+pub const DOWN_AFTER_INTERVALS: u32 = 3;
+/// Weight of a new ping sample in the round-trip EWMA (the rest stays with the old average).
+pub const RTT_EWMA_ALPHA: f64 = 0.3;
+/// Cost of one queued or running job at a provider, in round-trip time.
+pub const LOAD_PENALTY: Duration = Duration::from_millis(50);
+/// Round trip assumed for a peer that has not answered a ping yet.
+pub const UNKNOWN_RTT: Duration = Duration::from_millis(250);
+/// Addresses remembered per peer.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+/// Longest agent string kept.
+const MAX_AGENT_CHARS: usize = 128;
+
+/// State of one connected peer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerEntry {
+    /// Addresses it is connected on (≤ [`MAX_ADDRS_PER_PEER`]).
+    pub addrs: Vec<Multiaddr>,
+    /// Models from its latest accepted heartbeat.
+    pub models: Vec<String>,
+    /// Queue depth from its latest accepted heartbeat.
+    pub load: u32,
+    /// Sequence number of its latest accepted heartbeat.
+    pub heartbeat_seq: u64,
+    /// When its latest heartbeat was accepted.
+    pub last_heartbeat: Option<Instant>,
+    /// Last ping round trip.
+    pub rtt: Option<Duration>,
+    /// EWMA of ping round trips.
+    pub rtt_ewma: Option<Duration>,
+    /// Identify agent string.
+    pub agent: Option<String>,
+}
+
+/// Connected peers, bounded by the capacity given at construction.
+#[derive(Clone, Debug)]
+pub struct PeerTable {
+    peers: HashMap<PeerId, PeerEntry>,
+    capacity: usize,
+    heartbeat_interval: Duration,
+}
+
+impl PeerTable {
+    /// An empty table for at most `capacity` peers, heartbeats expected every `heartbeat_interval`.
+    pub fn new(capacity: usize, heartbeat_interval: Duration) -> Self {
+        Self {
+            peers: HashMap::new(),
+            capacity,
+            heartbeat_interval,
+        }
+    }
+
+    /// Records a connection; `false` when the table is full and the peer is new (refuse it).
+    pub fn connected(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
+        if self.peers.len() >= self.capacity && !self.peers.contains_key(&peer) {
+            return false;
+        }
+        let entry = self.peers.entry(peer).or_default();
+        if !entry.addrs.contains(&addr) && entry.addrs.len() < MAX_ADDRS_PER_PEER {
+            entry.addrs.push(addr);
+        }
+        true
+    }
+
+    /// Forgets a peer whose last connection closed.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+    }
+
+    /// Whether the table tracks `peer`.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Whether no more peers fit.
+    pub fn is_full(&self) -> bool {
+        self.peers.len() >= self.capacity
+    }
+
+    /// Number of tracked peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Applies a verified heartbeat received at `now`; `false` when the peer is unknown or the
+    /// heartbeat is a replay (its `seq` is not above the last accepted one).
+    pub fn heartbeat(&mut self, peer: &PeerId, hb: Heartbeat, now: Instant) -> bool {
+        let Some(entry) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        if hb.seq <= entry.heartbeat_seq {
+            return false;
+        }
+        entry.heartbeat_seq = hb.seq;
+        entry.models = hb.models;
+        entry.load = hb.load;
+        entry.last_heartbeat = Some(now);
+        true
+    }
+
+    /// Records a ping round trip.
+    pub fn rtt(&mut self, peer: &PeerId, rtt: Duration) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.rtt = Some(rtt);
+            entry.rtt_ewma = Some(match entry.rtt_ewma {
+                None => rtt,
+                Some(old) => old.mul_f64(1.0 - RTT_EWMA_ALPHA) + rtt.mul_f64(RTT_EWMA_ALPHA),
+            });
+        }
+    }
+
+    /// Records the identify agent string.
+    pub fn agent(&mut self, peer: &PeerId, agent: &str) {
+        if let Some(entry) = self.peers.get_mut(peer) {
+            entry.agent = Some(agent.chars().take(MAX_AGENT_CHARS).collect());
+        }
+    }
+
+    /// Whether `peer` sent a heartbeat within the last [`DOWN_AFTER_INTERVALS`] intervals at `now`.
+    pub fn is_up(&self, peer: &PeerId, now: Instant) -> bool {
+        self.peers
+            .get(peer)
+            .and_then(|e| e.last_heartbeat)
+            .is_some_and(|t| now.saturating_duration_since(t) < self.down_after())
+    }
+
+    /// Whether `peer` is connected but its heartbeats stopped (it did send some before).
+    pub fn is_down(&self, peer: &PeerId, now: Instant) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|e| e.last_heartbeat.is_some())
+            && !self.is_up(peer, now)
+    }
+
+    fn down_after(&self) -> Duration {
+        self.heartbeat_interval * DOWN_AFTER_INTERVALS
+    }
+
+    /// Cost of asking `entry`: round-trip EWMA plus [`LOAD_PENALTY`] per queued job.
+    pub fn cost(entry: &PeerEntry) -> Duration {
+        entry.rtt_ewma.unwrap_or(UNKNOWN_RTT) + LOAD_PENALTY * entry.load
+    }
+
+    /// Up peers whose heartbeat lists `model`, cheapest first, at most `max`.
+    pub fn providers(&self, model: &str, now: Instant, max: usize) -> Vec<PeerId> {
+        let mut found: Vec<(Duration, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(p, e)| e.models.iter().any(|m| m == model) && self.is_up(p, now))
+            .map(|(p, e)| (Self::cost(e), *p))
+            .collect();
+        found.sort();
+        found.into_iter().take(max).map(|(_, p)| p).collect()
+    }
+
+    /// Every tracked peer with its state.
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerEntry)> {
+        self.peers.iter()
+    }
+
+    /// Number of peers that are up at `now`.
+    pub fn up_count(&self, now: Instant) -> usize {
+        self.peers.keys().filter(|p| self.is_up(p, now)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    fn hb(seq: u64, load: u32) -> Heartbeat {
+        Heartbeat {
+            peer_id: String::new(),
+            models: vec!["tiny".into()],
+            load,
+            seq,
+        }
+    }
+
+    fn addr() -> Multiaddr {
+        "/ip4/127.0.0.1/tcp/1".parse().expect("addr")
+    }
+
+    #[test]
+    fn silent_peer_is_down_after_three_intervals_even_if_connected() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::new(4, INTERVAL);
+        let p = PeerId::random();
+        assert!(table.connected(p, addr()));
+        assert!(!table.is_up(&p, t0), "no heartbeat yet");
+        assert!(!table.is_down(&p, t0), "never heard from is not down");
+        assert!(table.providers("tiny", t0, 8).is_empty());
+        assert!(table.heartbeat(&p, hb(1, 0), t0));
+        assert_eq!(table.providers("tiny", t0, 8), vec![p]);
+        let almost = t0 + INTERVAL * 3 - Duration::from_millis(1);
+        assert!(table.is_up(&p, almost));
+        let late = t0 + INTERVAL * 3;
+        assert!(!table.is_up(&p, late));
+        assert!(table.is_down(&p, late));
+        assert!(table.providers("tiny", late, 8).is_empty());
+        assert!(table.contains(&p), "the connection lingers");
+        // A fresh heartbeat brings it back; a replay does not.
+        assert!(!table.heartbeat(&p, hb(1, 0), late));
+        assert!(table.providers("tiny", late, 8).is_empty());
+        assert!(table.heartbeat(&p, hb(2, 0), late));
+        assert_eq!(table.providers("tiny", late, 8), vec![p]);
+        table.disconnected(&p);
+        assert!(table.providers("tiny", late, 8).is_empty());
+    }
+
+    #[test]
+    fn providers_prefer_low_latency_and_low_load() {
+        let now = Instant::now();
+        let mut table = PeerTable::new(8, INTERVAL);
+        let (fast, slow, busy, other) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        for p in [fast, slow, busy, other] {
+            table.connected(p, addr());
+        }
+        table.heartbeat(&fast, hb(1, 0), now);
+        table.heartbeat(&slow, hb(1, 0), now);
+        table.heartbeat(&busy, hb(1, 10), now);
+        let mut other_hb = hb(1, 0);
+        other_hb.models = vec!["big".into()];
+        table.heartbeat(&other, other_hb, now);
+        table.rtt(&fast, Duration::from_millis(2));
+        table.rtt(&slow, Duration::from_millis(100));
+        table.rtt(&busy, Duration::from_millis(1));
+        assert_eq!(table.providers("tiny", now, 8), vec![fast, slow, busy]);
+        assert_eq!(table.providers("tiny", now, 1), vec![fast]);
+        // The EWMA smooths one bad sample: `fast` stays ahead of `slow`.
+        table.rtt(&fast, Duration::from_millis(200));
+        let ewma = table
+            .iter()
+            .find(|(p, _)| **p == fast)
+            .and_then(|(_, e)| e.rtt_ewma);
+        let ewma = ewma.expect("ewma").as_micros();
+        assert!((61_300..=61_500).contains(&ewma), "ewma {ewma}µs");
+        assert_eq!(table.providers("tiny", now, 8)[0], fast);
+        // Queue depth counts: `slow` grows a queue and falls behind `busy` once it drains.
+        table.heartbeat(&slow, hb(2, 5), now);
+        table.heartbeat(&busy, hb(2, 0), now);
+        assert_eq!(table.providers("tiny", now, 8), vec![busy, fast, slow]);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let mut table = PeerTable::new(1, INTERVAL);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(table.connected(a, addr()));
+        assert!(!table.connected(b, addr()));
+        assert!(table.connected(a, "/ip4/127.0.0.1/tcp/2".parse().expect("addr")));
+        assert_eq!(table.len(), 1);
+        assert!(table.is_full());
+    }
+}
