@@ -35,6 +35,25 @@ async fn metrics(axum::extract::State(node): axum::extract::State<Node>) -> impl
     )
 }
 
+/// JSON-RPC 2.0: "the Server MUST NOT reply to a Notification". jsonrpsee answers a lone
+/// notification over HTTP with the body `null`; a real response is always an object or an array, so
+/// that body is turned into `204 No Content` with no body. (HTTP JSON-RPC responses are built whole
+/// in memory by jsonrpsee, bounded by `MAX_HTTP_BODY_BYTES`; WebSocket upgrades are not 200 and
+/// pass untouched.)
+async fn no_reply_to_notifications(resp: axum::response::Response) -> axum::response::Response {
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, MAX_HTTP_BODY_BYTES).await {
+        Ok(bytes) if matches!(bytes.trim_ascii(), b"" | b"null") => {
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(bytes) => axum::response::Response::from_parts(parts, axum::body::Body::from(bytes)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 /// Builds the router for a node.
 pub fn router(node: Node) -> Result<Router> {
     let module = rpc::module(node.clone())
@@ -56,7 +75,7 @@ pub fn router(node: Node) -> Result<Router> {
         let _keep = server_handle.clone();
         async move {
             match svc.call(req).await {
-                Ok(resp) => resp.into_response(),
+                Ok(resp) => no_reply_to_notifications(resp.into_response()).await,
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
             }
         }

@@ -105,3 +105,120 @@ async fn rpc_chat_stream_over_websocket_on_the_same_port() {
     }
     pair.shutdown().await;
 }
+
+/// JSON-RPC 2.0 conformance through raw HTTP, as a third-party client sees it: batches mixing valid
+/// and invalid calls, notifications, and every standard error code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_http_follows_json_rpc_2_0() {
+    use crate::harness::post;
+    use serde_json::{Value, json};
+
+    let pair = Pair::start().await;
+    let endpoint = url(&pair.b, "/");
+    let call = |body: String| post(endpoint.clone(), body);
+
+    // A single call.
+    let reply = call(
+        json!({"jsonrpc": "2.0", "id": 7, "method": "mycel_nodeInfo", "params": []}).to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let v = reply.json();
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["result"]["did"], pair.b.node.did().to_string().as_str());
+
+    // -32700 parse error, with a null id.
+    let v = call("{\"jsonrpc\": \"2.0\", \"method\": ".into())
+        .await
+        .json();
+    assert_eq!(v["error"]["code"], -32700);
+    assert_eq!(v["id"], Value::Null);
+    // -32600 invalid request (not an object / wrong version).
+    let v = call(json!({"jsonrpc": "1.0", "id": 1, "method": "mycel_peers"}).to_string())
+        .await
+        .json();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    // -32601 method not found.
+    let v = call(json!({"jsonrpc": "2.0", "id": "x", "method": "mycel_nope"}).to_string())
+        .await
+        .json();
+    assert_eq!(v["error"]["code"], -32601);
+    assert_eq!(v["id"], "x");
+    // -32602 invalid params (wrong type, and an empty conversation).
+    let v = call(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "mycel_chat", "params": [42]}).to_string(),
+    )
+    .await
+    .json();
+    assert_eq!(v["error"]["code"], -32602);
+    let v = call(
+        json!({"jsonrpc": "2.0", "id": 3, "method": "mycel_chat", "params": [{"messages": []}]})
+            .to_string(),
+    )
+    .await
+    .json();
+    assert_eq!(v["error"]["code"], -32602);
+    // Named parameters work too.
+    let v = call(json!({"jsonrpc": "2.0", "id": 4, "method": "mycel_chat", "params": {"request": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}}}).to_string()).await.json();
+    assert!(v["result"]["content"].is_string(), "{v}");
+
+    // A batch mixing valid calls, an invalid one and a notification: one response per call with an
+    // id, none for the notification, matched by id.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "mycel_nodeInfo", "params": []},
+        {"jsonrpc": "2.0", "id": 2, "method": "mycel_nope", "params": []},
+        {"jsonrpc": "2.0", "method": "mycel_peers", "params": []},
+        {"jsonrpc": "2.0", "id": 3, "method": "mycel_models", "params": []},
+        17
+    ]);
+    let v = call(batch.to_string()).await.json();
+    let replies = v.as_array().expect("a batch gets an array");
+    assert_eq!(replies.len(), 4, "{v}");
+    let by_id = |id: Value| replies.iter().find(|r| r["id"] == id).cloned();
+    assert!(by_id(json!(1)).expect("id 1")["result"]["did"].is_string());
+    assert_eq!(by_id(json!(2)).expect("id 2")["error"]["code"], -32601);
+    assert!(by_id(json!(3)).expect("id 3")["result"].is_array());
+    assert_eq!(
+        by_id(Value::Null).expect("the invalid entry")["error"]["code"],
+        -32600
+    );
+    // An empty batch is an invalid request.
+    let v = call("[]".into()).await.json();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+
+    // A lone notification gets no JSON-RPC response body.
+    let reply =
+        call(json!({"jsonrpc": "2.0", "method": "mycel_peers", "params": []}).to_string()).await;
+    assert!(reply.body.trim().is_empty(), "{}", reply.body);
+    assert_eq!(reply.status, 204);
+
+    // An oversize request is refused (413, or the connection is closed while the client is still
+    // sending), and the node keeps serving.
+    let huge = json!({"jsonrpc": "2.0", "id": 9, "method": "mycel_chat",
+        "params": [{"messages": [{"role": "user", "content": "x".repeat(16 * 1024 * 1024)}]}]})
+    .to_string();
+    let target = endpoint.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(&target)
+            .header("content-type", "application/json")
+            .send(huge.as_bytes())
+            .map(|r| r.status().as_u16())
+    })
+    .await
+    .unwrap();
+    assert!(matches!(status, Ok(413) | Err(_)), "{status:?}");
+    let v = call(
+        json!({"jsonrpc": "2.0", "id": 10, "method": "mycel_peers", "params": []}).to_string(),
+    )
+    .await
+    .json();
+    assert!(v["result"].is_array());
+
+    pair.shutdown().await;
+}
