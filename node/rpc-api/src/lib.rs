@@ -10,6 +10,8 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde::{Deserialize, Serialize};
 
+pub mod openrpc;
+
 /// JSON-RPC error codes of the `mycel` namespace (besides the standard -32700..-32603).
 pub mod error_codes {
     /// Invalid parameters (standard JSON-RPC code): empty messages, out-of-range sampling values, …

@@ -24,6 +24,9 @@ struct RpcImpl {
 pub(super) fn module(node: Node) -> Result<RpcModule<()>, jsonrpsee::core::RegisterMethodError> {
     let mut m = RpcModule::new(());
     m.merge(RpcImpl { node }.into_rpc())?;
+    // OpenRPC service discovery (https://spec.open-rpc.org/#service-discovery-method).
+    let doc = mycel_rpc_api::openrpc::document(env!("CARGO_PKG_VERSION"));
+    m.register_method("rpc.discover", move |_, _, _| doc.clone())?;
     Ok(m)
 }
 
