@@ -200,3 +200,41 @@ async fn models_list_shows_local_and_peer_models() {
     }
     pair.shutdown().await;
 }
+
+/// The official `openai` Python client, unchanged but for its base URL, against node B (whose answers
+/// come from A over libp2p). Skipped with a message when the package is not installed (`.ci/run`
+/// installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_python_client_works_unchanged() {
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_client {
+        println!("SKIPPED: the `openai` Python package is not installed (pip install openai)");
+        return;
+    }
+    let pair = Pair::start().await;
+    let base = url(&pair.b, "");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/openai_client_check.py"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &base, "tiny"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pair.shutdown().await;
+}
