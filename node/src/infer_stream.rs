@@ -153,13 +153,28 @@ async fn serve_one(peer: PeerId, mut stream: Stream, host: Arc<ModelHost>) {
             return;
         }
     };
-    while let Some(ev) = events.recv().await {
+    // After its request the requester sends nothing more: anything on the read side (normally EOF,
+    // when it closes or drops the stream) means it left. Writes alone would not tell: a half-closed
+    // stream keeps accepting small frames, and the abandoned job would hold a generation slot until
+    // it finished.
+    let (mut reader, mut writer) = stream.split();
+    let mut probe = [0u8; 1];
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = reader.read(&mut probe) => {
+                tracing::debug!(%peer, "requester closed the stream: cancelling its job");
+                // Dropping `events` cancels generation.
+                return;
+            }
+        };
+        let Some(ev) = ev else { break };
         let (frame, last) = match ev {
             ChatEvent::Delta(t) => (StreamFrame::Delta(t), false),
             ChatEvent::Done(a) => (StreamFrame::Done(a), true),
             ChatEvent::Failed(m) => (refuse(InferErrorCode::Failed, m), true),
         };
-        if write_frame(&mut stream, &frame).await.is_err() {
+        if write_frame(&mut writer, &frame).await.is_err() {
             // The requester left: dropping `events` cancels generation.
             return;
         }
@@ -167,7 +182,7 @@ async fn serve_one(peer: PeerId, mut stream: Stream, host: Arc<ModelHost>) {
             break;
         }
     }
-    let _ = stream.close().await;
+    let _ = writer.close().await;
 }
 
 /// Result of opening a streamed job on a provider.

@@ -266,3 +266,60 @@ async fn rpc_discover_lists_every_served_method() {
     }
     pair.shutdown().await;
 }
+
+/// Dropping WebSocket clients mid-stream frees their generation slots on the provider: with both of
+/// A's slots (max_concurrent_generations = 2) taken by slow streams whose clients then disconnect, a
+/// new request is answered promptly instead of waiting ~40 s for the abandoned answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_disconnect_mid_stream_frees_the_session() {
+    use std::time::{Duration, Instant};
+
+    let pair = Pair::start().await;
+    pair.a.node.set_generation_delay(Duration::from_millis(200));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let client = jsonrpsee::ws_client::WsClientBuilder::default()
+            .build(format!("ws://{}", pair.b.http_addr))
+            .await
+            .unwrap();
+        let mut long = request("tiny");
+        long.max_tokens = Some(200);
+        let mut sub = client.chat_stream(long).await.unwrap();
+        // Wait until A is generating for this client.
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("chunk in time")
+                .expect("open")
+                .unwrap();
+            if !chunk.delta.is_empty() {
+                break;
+            }
+        }
+        clients.push((client, sub));
+    }
+    drop(clients);
+
+    let started = Instant::now();
+    let client = HttpClientBuilder::default()
+        .build(url(&pair.b, "/"))
+        .unwrap();
+    let mut short = request("tiny");
+    short.max_tokens = Some(2);
+    let answer = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match client.chat(short.clone()).await {
+                Ok(answer) => break answer,
+                Err(ClientError::Call(e)) if e.code() == error_codes::BUSY => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the abandoned streams still hold A's generation slots");
+    assert!(answer.usage.completion_tokens >= 1);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    pair.shutdown().await;
+}
