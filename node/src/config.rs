@@ -101,6 +101,22 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A node for tests and local simulations: loopback TCP on an ephemeral port, HTTP on an
+    /// ephemeral loopback port, no mDNS, no model (callers pass loaded models to the node), 1 s
+    /// heartbeats, 30 s inference deadline.
+    pub fn loopback(bootstrap: Vec<String>) -> Self {
+        Self {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            bootstrap,
+            mdns: false,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            models: Vec::new(),
+            heartbeat_interval_secs: 1,
+            infer_timeout_secs: 30,
+            ..Self::default()
+        }
+    }
+
     /// Parses TOML text and checks it.
     pub fn from_toml_str(text: &str) -> Result<Self> {
         let c: Self = toml::from_str(text).map_err(|e| NodeError::Config(e.to_string()))?;

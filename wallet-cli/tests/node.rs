@@ -13,26 +13,13 @@ use mycel_node::config::{Config, TINY_MODEL_ID};
 use mycel_node::{RunningNode, StartOptions, models};
 use serde_json::Value;
 
-fn config(bootstrap: Vec<String>) -> Config {
-    Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
-        mdns: false,
-        http: "127.0.0.1:0".parse().unwrap(),
-        models: Vec::new(),
-        max_concurrent_generations: 2,
-        heartbeat_interval_secs: 1,
-        infer_timeout_secs: 30,
-    }
-}
-
 async fn start(
     models: BTreeMap<String, Arc<mycel_models::ChatModel>>,
     bootstrap: Vec<String>,
 ) -> RunningNode {
     RunningNode::start(StartOptions {
         key: Keypair::generate(),
-        config: config(bootstrap),
+        config: Config::loopback(bootstrap),
         models,
         info_file: None,
     })

@@ -14,25 +14,12 @@ pub struct Pair {
     pub b: RunningNode,
 }
 
-fn test_config(bootstrap: Vec<String>) -> Config {
-    Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap,
-        mdns: false,
-        http: "127.0.0.1:0".parse().unwrap(),
-        models: Vec::new(),
-        max_concurrent_generations: 2,
-        heartbeat_interval_secs: 1,
-        infer_timeout_secs: 30,
-    }
-}
-
 /// Starts a node serving `tiny`.
 pub async fn start_provider() -> RunningNode {
     let tiny = models::load(TINY_MODEL_ID, std::path::Path::new("/nonexistent"), |_| {}).unwrap();
     RunningNode::start(StartOptions {
         key: Keypair::generate(),
-        config: test_config(Vec::new()),
+        config: Config::loopback(Vec::new()),
         models: BTreeMap::from([(TINY_MODEL_ID.to_string(), Arc::new(tiny))]),
         info_file: None,
     })
@@ -45,7 +32,7 @@ pub async fn start_forwarder(to: &RunningNode) -> RunningNode {
     let addr = to.node.listen_addrs()[0].to_string();
     RunningNode::start(StartOptions {
         key: Keypair::generate(),
-        config: test_config(vec![addr]),
+        config: Config::loopback(vec![addr]),
         models: BTreeMap::new(),
         info_file: None,
     })
