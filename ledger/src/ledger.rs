@@ -833,19 +833,8 @@ impl Ledger {
             }
             (Vec::new(), 0)
         };
-        let vkeys: Vec<PublicKey> = c
-            .verdicts
-            .iter()
-            .map(|v| v.signer.public_key())
-            .collect::<Result<_>>()?;
-        for (v, k) in c.verdicts.iter().zip(&vkeys) {
-            items.push(SignedItem {
-                domain: domains::VERDICT,
-                message: &verdict,
-                signature: &v.signature,
-                signer: k,
-            });
-        }
+        let vkeys = verdict_keys(&c.verdicts)?;
+        push_verdicts(&mut items, &c.verdicts, &vkeys, &verdict);
         verify_batch(&items).map_err(|_| LedgerError::BadSignature("receipt or verdicts"))?;
 
         let v_cut = price.mul_div(u128::from(params.validator_share_bps), BPS)?;
@@ -890,29 +879,18 @@ impl Ledger {
         if !audit.audited {
             return Err(LedgerError::Invalid("the job was not drawn for audit"));
         }
-        let (_, _) = Self::verdict_seats(&audit, &s.verdicts)?;
+        Self::verdict_seats(&audit, &s.verdicts)?;
         let receipt_bytes = s.receipt.encode();
         let worker_key = e.worker.public_key()?;
         let verdict = verdict_message(&s.receipt.hash(), false);
-        let vkeys: Vec<PublicKey> = s
-            .verdicts
-            .iter()
-            .map(|v| v.signer.public_key())
-            .collect::<Result<_>>()?;
+        let vkeys = verdict_keys(&s.verdicts)?;
         let mut items = vec![SignedItem {
             domain: domains::RECEIPT,
             message: &receipt_bytes,
             signature: &s.worker_sig,
             signer: &worker_key,
         }];
-        for (v, k) in s.verdicts.iter().zip(&vkeys) {
-            items.push(SignedItem {
-                domain: domains::VERDICT,
-                message: &verdict,
-                signature: &v.signature,
-                signer: k,
-            });
-        }
+        push_verdicts(&mut items, &s.verdicts, &vkeys, &verdict);
         verify_batch(&items).map_err(|_| LedgerError::BadSignature("receipt or verdicts"))?;
 
         let self_slash = e.worker == b.account;
@@ -1327,4 +1305,26 @@ fn verify_block_signatures(blocks: &[Block], keys: &[Result<PublicKey>]) -> Vec<
         }
     }
     ok
+}
+
+/// The validators' keys of a verdict list, in order.
+fn verdict_keys(verdicts: &[SignerSig]) -> Result<Vec<PublicKey>> {
+    verdicts.iter().map(|v| v.signer.public_key()).collect()
+}
+
+/// Adds one batch-verification item per verdict (`keys` from [`verdict_keys`] of the same list).
+fn push_verdicts<'a>(
+    items: &mut Vec<SignedItem<'a>>,
+    verdicts: &'a [SignerSig],
+    keys: &'a [PublicKey],
+    message: &'a [u8],
+) {
+    for (v, k) in verdicts.iter().zip(keys) {
+        items.push(SignedItem {
+            domain: domains::VERDICT,
+            message,
+            signature: &v.signature,
+            signer: k,
+        });
+    }
 }
