@@ -53,6 +53,23 @@ impl Pair {
         Self { a, b }
     }
 
+    /// Waits until B lists A's `tiny` among its models, which happens once B has heard A's signed
+    /// heartbeat (1 s interval in tests); returns B's `/v1/models` body.
+    pub async fn wait_until_b_lists_tiny(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = get(url(&self.b, "/v1/models")).await.json();
+            if v["data"][0]["id"] == TINY_MODEL_ID {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "B never heard A's heartbeat: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn shutdown(self) {
         self.b.shutdown().await;
         self.a.shutdown().await;

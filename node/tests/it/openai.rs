@@ -180,24 +180,13 @@ async fn models_list_shows_local_and_peer_models() {
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "tiny");
     assert_eq!(v["data"][0]["mycel"]["local"], true);
-    // B learns A's models from A's signed heartbeats (1 s interval in tests).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let v = get(url(&pair.b, "/v1/models")).await.json();
-        if v["data"][0]["id"] == "tiny" {
-            assert_eq!(v["data"][0]["mycel"]["local"], false);
-            assert_eq!(
-                v["data"][0]["mycel"]["served_by"][0],
-                pair.a.node.did().to_string()
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never heard A's heartbeat: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    // B learns A's models from A's signed heartbeats.
+    let v = pair.wait_until_b_lists_tiny().await;
+    assert_eq!(v["data"][0]["mycel"]["local"], false);
+    assert_eq!(
+        v["data"][0]["mycel"]["served_by"][0],
+        pair.a.node.did().to_string()
+    );
     pair.shutdown().await;
 }
 
@@ -216,6 +205,8 @@ async fn official_openai_python_client_works_unchanged() {
         return;
     }
     let pair = Pair::start().await;
+    // The script lists B's models first; B lists `tiny` once it has heard A's heartbeat.
+    pair.wait_until_b_lists_tiny().await;
     let base = url(&pair.b, "");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
