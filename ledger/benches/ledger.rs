@@ -33,6 +33,7 @@ fn genesis(keys: &[Keypair]) -> Genesis {
     Genesis {
         network: "bench".into(),
         seed: [1; 32],
+        start_time: 0,
         accounts: keys
             .iter()
             .map(|k| GenesisAccount {

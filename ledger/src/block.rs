@@ -50,6 +50,24 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Lower-case name, as the RPC and the wallet show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Open => "open",
+            Kind::Send => "send",
+            Kind::Receive => "receive",
+            Kind::Stake => "stake",
+            Kind::Unstake => "unstake",
+            Kind::Bind => "bind",
+            Kind::Rotate => "rotate",
+            Kind::Escrow => "escrow",
+            Kind::Claim => "claim",
+            Kind::Slash => "slash",
+            Kind::Mint => "mint",
+            Kind::Checkpoint => "checkpoint",
+        }
+    }
+
     fn from_u8(v: u8) -> Result<Self> {
         Ok(match v {
             1 => Kind::Open,

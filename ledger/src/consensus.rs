@@ -182,6 +182,34 @@ impl Elections {
         early
     }
 
+    /// Drops a settled election (its winner is confirmed in the ledger), keeping memory bounded.
+    pub fn forget(&mut self, root: &Root) {
+        if let Some(e) = self.elections.remove(root) {
+            for h in e.candidates.keys() {
+                self.roots.remove(h);
+            }
+        }
+    }
+
+    /// Number of elections held.
+    pub fn len(&self) -> usize {
+        self.elections.len()
+    }
+
+    /// True when no election is held.
+    pub fn is_empty(&self) -> bool {
+        self.elections.is_empty()
+    }
+
+    /// Roots of elections without a confirmed winner.
+    pub fn open_roots(&self) -> Vec<Root> {
+        self.elections
+            .values()
+            .filter(|e| e.confirmed.is_none())
+            .map(|e| e.root)
+            .collect()
+    }
+
     fn evict_one(&mut self) {
         while let Some(r) = self.age.pop_front() {
             if let Some(e) = self.elections.get(&r)
@@ -305,7 +333,7 @@ impl Representative {
         Some(v)
     }
 
-    /// Called after votes changed an election: switch the initial vote to a strictly leading
+    /// Called after votes changed an election: switch the initial vote to the leading
     /// candidate, and cast the one final vote once a candidate holds 2/3 of initial weight.
     pub fn on_update(
         &mut self,
@@ -323,7 +351,9 @@ impl Representative {
             (self.initial.get(&root).copied(), election.leader(info))
         {
             let my_w = tally.get(&mine.block).copied().unwrap_or_default();
-            if leader != mine.block && lead_w > my_w {
+            // A tie goes to the leader too (the lower hash, as `leader` breaks ties), so equal splits
+            // converge instead of stalling.
+            if leader != mine.block && lead_w >= my_w {
                 let v = Vote::sign(&self.key, leader, info.epoch, false, mine.sequence + 1);
                 self.initial.insert(root, v);
                 out.push(v);
@@ -337,6 +367,25 @@ impl Representative {
             let v = Vote::sign(&self.key, *winner, info.epoch, true, 0);
             self.finals.insert(root, v);
             out.push(v);
+        }
+        out
+    }
+
+    /// Forgets a settled root.
+    pub fn forget(&mut self, root: &Root) {
+        self.initial.remove(root);
+        self.finals.remove(root);
+    }
+
+    /// Re-signs every vote it stands by for a new stake table `epoch`, for the same blocks (a final
+    /// vote stays final for the same block: the one-final-vote-per-root rule holds across epochs).
+    pub fn resign(&mut self, epoch: u64) -> Vec<Vote> {
+        let mut out = Vec::new();
+        for v in self.initial.values_mut().chain(self.finals.values_mut()) {
+            if v.epoch != epoch {
+                *v = Vote::sign(&self.key, v.block, epoch, v.is_final, v.sequence);
+                out.push(*v);
+            }
         }
         out
     }

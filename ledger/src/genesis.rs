@@ -67,6 +67,9 @@ pub struct Genesis {
     /// Seed of epoch 0 (hex).
     #[serde(with = "hex32")]
     pub seed: [u8; 32],
+    /// Unix time (seconds) at which epoch 0 starts.
+    #[serde(default)]
+    pub start_time: u64,
     /// Funded accounts.
     pub accounts: Vec<GenesisAccount>,
     /// Parameters (defaults when absent).
@@ -131,7 +134,10 @@ impl Genesis {
     pub fn hash(&self) -> [u8; 32] {
         let mut w = Writer::default();
         let name = self.network.as_bytes();
-        w.count(name.len()).bytes(name).bytes(&self.seed);
+        w.count(name.len())
+            .bytes(name)
+            .bytes(&self.seed)
+            .u64(self.start_time);
         let accounts = self.sorted_accounts();
         w.count(accounts.len());
         for a in &accounts {
@@ -139,6 +145,17 @@ impl Genesis {
         }
         self.params.write(&mut w);
         domain_hash("mycel/v1/genesis", &[w.as_slice()])
+    }
+
+    /// The epoch at unix time `now_secs` (0 before the start).
+    pub fn epoch_at(&self, now_secs: u64) -> u64 {
+        now_secs.saturating_sub(self.start_time) / self.params.epoch_secs.max(1)
+    }
+
+    /// Unix time (seconds) at which `epoch` starts.
+    pub fn epoch_start(&self, epoch: u64) -> u64 {
+        self.start_time
+            .saturating_add(epoch.saturating_mul(self.params.epoch_secs))
     }
 
     /// The virtual height-0 block of a genesis account.

@@ -8,11 +8,13 @@
 //! - [`block`]: block kinds and their canonical codec; [`receipt`]: work receipts and verdicts.
 //! - [`ledger::Ledger`]: validation and state transition, batches, unchecked pool, rollback.
 //! - [`quorum`]: stake tables, votes, quorum certificates; [`consensus`]: elections and forks.
-//! - [`sortition`]: the audit draw; [`store`]: redb and in-memory stores.
+//! - [`sortition`]: the audit draw; [`emission`]: the epoch emission split; [`store`]: redb and
+//!   in-memory stores.
 
 pub mod block;
 pub mod codec;
 pub mod consensus;
+pub mod emission;
 pub mod error;
 pub mod genesis;
 pub mod ledger;
@@ -35,4 +37,4 @@ pub use quorum::{EpochInfo, QuorumCert, Vote};
 pub use receipt::WorkReceipt;
 pub use store::{MemoryStore, RedbStore, Store, StoredLedger};
 pub use types::{AccountId, BlockHash, Credits, JobId};
-pub use wallet::Wallet;
+pub use wallet::{ChainView, Wallet};

@@ -31,6 +31,14 @@ pub struct Params {
     /// Mint cap per epoch, in µ-credits (a decimal string in JSON).
     #[serde(with = "crate::genesis::amount_string")]
     pub epoch_emission: Credits,
+    /// Length of an epoch in seconds; epoch `e` starts at `start_time + e·epoch_secs` (§8).
+    pub epoch_secs: u64,
+    /// Price of one generated or prompt token, in µ-credits (what a requester escrows per token).
+    #[serde(with = "crate::genesis::amount_string")]
+    pub price_per_token: Credits,
+    /// Worker bond a requester's node asks for, as basis points of the slash target `price·10⁴/p`
+    /// (10000: the bond covers a full slash of the job, so cheating is unprofitable in expectation).
+    pub bond_ratio_bps: u32,
 }
 
 impl Default for Params {
@@ -43,6 +51,9 @@ impl Default for Params {
             validator_share_bps: 1000,
             reporter_share_bps: 5000,
             epoch_emission: Credits::whole(10_000),
+            epoch_secs: 3600,
+            price_per_token: Credits(100),
+            bond_ratio_bps: 10_000,
         }
     }
 }
@@ -55,10 +66,13 @@ impl Params {
             .u32(self.audit_validators)
             .u32(self.validator_share_bps)
             .u32(self.reporter_share_bps)
-            .credits(self.epoch_emission);
+            .credits(self.epoch_emission)
+            .u64(self.epoch_secs)
+            .credits(self.price_per_token)
+            .u32(self.bond_ratio_bps);
     }
 
-    /// Checks ranges: shares ≤ 100 %, K ≥ 1 and ≤ 256, p > 0.
+    /// Checks ranges: shares ≤ 100 %, K ≥ 1 and ≤ 256, p > 0, an epoch between 1 s and a year.
     pub fn validate(&self) -> Result<(), &'static str> {
         let bps = |v: u32| u128::from(v) <= BPS;
         if !(bps(self.audit_bps) && bps(self.validator_share_bps) && bps(self.reporter_share_bps)) {
@@ -72,6 +86,12 @@ impl Params {
         }
         if self.open_work_bits > 64 {
             return Err("open_work_bits must be ≤ 64");
+        }
+        if self.epoch_secs == 0 || self.epoch_secs > 365 * 86_400 {
+            return Err("epoch_secs must be in 1..=31536000");
+        }
+        if self.bond_ratio_bps > 100 * BPS as u32 {
+            return Err("bond_ratio_bps must be ≤ 1000000");
         }
         Ok(())
     }

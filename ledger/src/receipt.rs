@@ -109,6 +109,12 @@ impl WorkReceipt {
         key.verify(domains::RECEIPT, &self.encode(), sig)
             .map_err(|_| LedgerError::BadSignature("receipt (worker)"))
     }
+
+    /// Checks the requester's countersignature.
+    pub fn verify_requester(&self, key: &PublicKey, sig: &Signature) -> Result<()> {
+        key.verify(RECEIPT_COUNTERSIGN, &self.encode(), sig)
+            .map_err(|_| LedgerError::BadSignature("receipt (requester)"))
+    }
 }
 
 /// The message a validator signs for a verdict: `receipt_hash ‖ accept`.

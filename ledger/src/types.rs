@@ -147,29 +147,38 @@ impl fmt::Display for Credits {
 impl std::str::FromStr for Credits {
     type Err = LedgerError;
 
-    /// Parses credits with up to six decimals (`"1.5"` = 1_500_000 µ).
+    /// Parses credits with up to six decimals (`"10"`, `"1.5"` = 1_500_000 µ, `"0.000001"` = 1 µ).
+    /// Surrounding whitespace is ignored; signs, exponents, separators and a seventh decimal are
+    /// refused with a [`LedgerError::Decode`] that says which rule failed. Zero parses: whether it
+    /// is allowed is the caller's rule.
     fn from_str(text: &str) -> Result<Self> {
-        let bad = || LedgerError::Decode("amount: expected a decimal number of credits");
-        let (whole, frac) = match text.trim().split_once('.') {
-            Some((w, f)) => (w, f),
-            None => (text.trim(), ""),
-        };
-        if whole.is_empty() || frac.len() > 6 || !whole.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(LedgerError::Decode("amount: empty"));
         }
-        if !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
+        if text.starts_with('-') {
+            return Err(LedgerError::Decode("amount: must not be negative"));
         }
-        let w: u128 = whole.parse().map_err(|_| bad())?;
-        let f: u128 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<6}").parse().map_err(|_| bad())?
-        };
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(frac) {
+            return Err(LedgerError::Decode(
+                "amount: expected a decimal number of credits, like 10 or 0.5",
+            ));
+        }
+        if frac.len() > 6 {
+            return Err(LedgerError::Decode(
+                "amount: at most 6 decimals (the smallest amount is 0.000001)",
+            ));
+        }
+        let too_large = || LedgerError::Decode("amount: too large");
+        // Only ASCII digits remain, so a failed parse is an overflow.
+        let w: u128 = whole.parse().map_err(|_| too_large())?;
+        let f: u128 = format!("{frac:0<6}").parse().map_err(|_| too_large())?;
         w.checked_mul(Self::MICROS_PER_CREDIT)
             .and_then(|x| x.checked_add(f))
             .map(Credits)
-            .ok_or(LedgerError::Overflow)
+            .ok_or_else(too_large)
     }
 }
 
@@ -197,5 +206,70 @@ mod tests {
         assert!("-1".parse::<Credits>().is_err());
         assert!(Credits(1).checked_sub(Credits(2)).is_err());
         assert!(Credits(u128::MAX).checked_add(Credits(1)).is_err());
+    }
+
+    fn parse(text: &str) -> std::result::Result<u128, String> {
+        text.parse::<Credits>()
+            .map(|c| c.0)
+            .map_err(|e| e.to_string())
+    }
+
+    fn err_of(text: &str) -> String {
+        parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn credits_parse_accepts_up_to_six_decimals() {
+        assert_eq!(parse("10"), Ok(10_000_000));
+        assert_eq!(parse("0.5"), Ok(500_000));
+        assert_eq!(parse("0.000001"), Ok(1));
+        assert_eq!(parse("1."), Ok(1_000_000));
+        assert_eq!(parse(" 2.25 "), Ok(2_250_000));
+        assert_eq!(parse("007.100"), Ok(7_100_000));
+        assert_eq!(parse("0"), Ok(0));
+        assert_eq!(parse("0.000000"), Ok(0));
+    }
+
+    #[test]
+    fn credits_parse_says_which_rule_failed() {
+        let err = err_of;
+        assert!(err("1.0000001").contains("at most 6 decimals"));
+        assert!(err("0.0000001").contains("at most 6 decimals"));
+        assert!(err("-1").contains("negative"));
+        assert!(err("-0.5").contains("negative"));
+        assert!(err("").contains("empty"));
+        assert!(err("   ").contains("empty"));
+        for bad in [
+            "abc", "+1", ".5", "1e3", "1,5", "1.2.3", "1 000", "0x10", "١",
+        ] {
+            assert!(err(bad).contains("decimal number"), "{bad}: {}", err(bad));
+        }
+    }
+
+    #[test]
+    fn credits_parse_refuses_overflow() {
+        let max_whole = u128::MAX / Credits::MICROS_PER_CREDIT;
+        assert_eq!(
+            parse(&max_whole.to_string()),
+            Ok(max_whole * Credits::MICROS_PER_CREDIT)
+        );
+        assert!(err_of(&(max_whole + 1).to_string()).contains("too large"));
+        assert!(err_of(&format!("{max_whole}.999999")).contains("too large"));
+        assert!(err_of(&"9".repeat(60)).contains("too large"));
+    }
+
+    #[test]
+    fn credits_display_round_trips_through_parse_at_the_edges() {
+        for micros in [0, 1, 999_999, 1_000_000, 123_456_789, u128::MAX] {
+            let shown = Credits(micros).to_string();
+            assert_eq!(parse(&shown), Ok(micros), "{shown}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn credits_display_round_trips_through_parse(micros: u128) {
+            proptest::prop_assert_eq!(parse(&Credits(micros).to_string()), Ok(micros));
+        }
     }
 }

@@ -26,6 +26,17 @@ pub struct EscrowTerms {
     pub private: bool,
 }
 
+/// The head of an account's chain, as a wallet learns it from a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainView {
+    /// Height of the last block (0 for a genesis account's virtual block).
+    pub height: u64,
+    /// Hash of the last block.
+    pub frontier: BlockHash,
+    /// Epoch of the last block.
+    pub epoch: u64,
+}
+
 /// Builds the next block of one account's chain.
 #[derive(Debug)]
 pub struct Wallet<'k> {
@@ -48,18 +59,39 @@ impl<'k> Wallet<'k> {
     }
 
     fn next(&self, ledger: &Ledger, epoch: u64, body: BlockBody) -> Result<Block> {
-        let a = ledger.account(&self.account).ok_or_else(|| {
-            LedgerError::NotFound(format!(
-                "account {} has no chain yet: receive or open first",
-                self.account
-            ))
-        })?;
-        let data = BlockData {
-            account: self.account,
-            height: a.height + 1,
-            previous: a.frontier,
-            epoch: epoch.max(a.epoch),
-            body,
+        let chain = ledger.account(&self.account).map(|a| ChainView {
+            height: a.height,
+            frontier: a.frontier,
+            epoch: a.epoch,
+        });
+        self.build(chain.as_ref(), epoch, body)
+    }
+
+    /// Builds and signs the block that follows `chain` (the account's head as a node reported it;
+    /// `None`: the account has no chain yet, and only a Receive, which becomes an Open, can start one).
+    /// The block states `max(epoch, chain.epoch)`.
+    pub fn build(&self, chain: Option<&ChainView>, epoch: u64, body: BlockBody) -> Result<Block> {
+        let data = match (chain, body) {
+            (Some(c), body) => BlockData {
+                account: self.account,
+                height: c.height + 1,
+                previous: c.frontier,
+                epoch: epoch.max(c.epoch),
+                body,
+            },
+            (None, BlockBody::Receive { source }) => BlockData {
+                account: self.account,
+                height: 0,
+                previous: BlockHash::ZERO,
+                epoch,
+                body: BlockBody::Open { source, work: 0 },
+            },
+            (None, _) => {
+                return Err(LedgerError::NotFound(format!(
+                    "account {} has no chain yet: receive or open first",
+                    self.account
+                )));
+            }
         };
         Ok(Block::sign(data, self.key))
     }

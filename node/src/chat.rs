@@ -48,6 +48,18 @@ pub struct ChatJob {
     pub params: SamplingParams,
     /// Strings that end the answer.
     pub stop: Vec<String>,
+    /// The escrow that pays for the job, when the requester pays (specs/wire.md, "Paid jobs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<crate::ledger::Payment>,
+    /// Whether the caller chose the seed (false: it was taken from the clock). Only the node that
+    /// built the job knows; it is never sent to peers. Decides, with the temperature, whether the
+    /// answer is deterministic and so may be cached.
+    #[serde(skip)]
+    pub seed_fixed: bool,
+    /// The completion id the node that took the request gave it (`mycel_jobStatus`); local
+    /// bookkeeping, never sent to peers.
+    #[serde(skip)]
+    pub request_id: Option<String>,
 }
 
 /// Caller-facing sampling knobs before defaults are applied.
@@ -107,6 +119,9 @@ impl ChatJob {
                 ..defaults
             },
             stop,
+            payment: None,
+            seed_fixed: sampling.seed.is_some(),
+            request_id: None,
         };
         job.validate()?;
         Ok(job)
@@ -153,6 +168,14 @@ impl ChatJob {
     }
 }
 
+impl ChatJob {
+    /// Whether the same job always gets the same answer from the same weights: greedy decoding, or
+    /// sampling with a seed the caller chose.
+    pub fn is_deterministic(&self) -> bool {
+        self.params.temperature == 0.0 || self.seed_fixed
+    }
+}
+
 fn invalid(msg: String) -> NodeError {
     NodeError::InvalidRequest(msg)
 }
@@ -196,6 +219,12 @@ pub struct ChatAnswer {
     pub prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
+    /// The generated token ids (an audit scores exactly these; their text starts with `text`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_ids: Vec<u32>,
+    /// For a paid job: the worker's signed receipt (hex of receipt ‖ signature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// What a running job reports.
@@ -268,6 +297,10 @@ pub struct ModelHost {
     queued: Arc<AtomicUsize>,
     /// Artificial pause after each emitted delta, in microseconds (0: none).
     delta_delay_us: Arc<AtomicU64>,
+    /// Test knob: emit forged tokens instead of the model's (a cheating worker, for audit tests).
+    forge: Arc<std::sync::atomic::AtomicBool>,
+    /// Models loaded only to judge audits (not served, not announced).
+    audit_only: std::sync::RwLock<BTreeMap<String, Arc<ChatModel>>>,
 }
 
 impl ModelHost {
@@ -280,7 +313,30 @@ impl ModelHost {
             max_concurrent,
             queued: Arc::new(AtomicUsize::new(0)),
             delta_delay_us: Arc::new(AtomicU64::new(0)),
+            forge: Arc::default(),
+            audit_only: Default::default(),
         }
+    }
+
+    /// A model this node can run: a served one, or one loaded only for audits.
+    pub fn model(&self, id: &str) -> Option<Arc<ChatModel>> {
+        self.models
+            .get(id)
+            .cloned()
+            .or_else(|| self.audit_only.read().ok().and_then(|m| m.get(id).cloned()))
+    }
+
+    /// Loads a model for judging audits only: the node neither serves nor announces it.
+    pub fn add_audit_model(&self, id: &str, model: Arc<ChatModel>) {
+        if let Ok(mut m) = self.audit_only.write() {
+            m.insert(id.to_string(), model);
+        }
+    }
+
+    /// Makes this host cheat: every generated token is replaced by another one (audit tests and
+    /// demos of slashing; never set in production).
+    pub fn set_forge_outputs(&self, on: bool) {
+        self.forge.store(on, Ordering::Relaxed);
     }
 
     /// Whether this node serves `model`.
@@ -337,9 +393,10 @@ impl ModelHost {
         };
         let (out_tx, out_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let delay = self.delta_delay_us.clone();
+        let forge = self.forge.load(Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
-            let event = run_job(model, job, &out_tx, &delay).await;
+            let event = run_job(model, job, &out_tx, &delay, forge).await;
             let _ = out_tx.send(event).await;
         });
         Ok(out_rx)
@@ -352,6 +409,7 @@ async fn run_job(
     job: ChatJob,
     out: &mpsc::Sender<ChatEvent>,
     delay_us: &AtomicU64,
+    forge: bool,
 ) -> ChatEvent {
     let (tok_tx, mut tok_rx) = mpsc::channel(TOKEN_CHANNEL_CAPACITY);
     let session = model.new_session();
@@ -360,10 +418,21 @@ async fn run_job(
     let mut matcher = StopMatcher::new(job.stop);
     let mut text = String::new();
     let mut tokens = 0u32;
+    let mut ids = Vec::new();
     let mut cut: Option<Finish> = None;
+    let vocab = u32::try_from(model.config().vocab_size)
+        .unwrap_or(u32::MAX)
+        .max(2);
     while let Some(tok) = tok_rx.recv().await {
         tokens += 1;
-        let (emit, stopped) = matcher.push(&tok.text);
+        let (id, piece) = if forge {
+            let id = (tok.id.wrapping_mul(7).wrapping_add(13)) % vocab;
+            (id, model.tokenizer().decode(&[id], true))
+        } else {
+            (tok.id, tok.text)
+        };
+        ids.push(id);
+        let (emit, stopped) = matcher.push(&piece);
         if !emit.is_empty() {
             text.push_str(&emit);
             if out.send(ChatEvent::Delta(emit)).await.is_err() {
@@ -412,7 +481,42 @@ async fn run_job(
         finish,
         prompt_tokens: u32::try_from(completion.prompt_tokens).unwrap_or(u32::MAX),
         completion_tokens: tokens,
+        token_ids: ids,
+        receipt: None,
     })
+}
+
+impl ChatJob {
+    /// What a receipt says about this job and its answer.
+    pub fn facts(&self, answer: &ChatAnswer) -> crate::ledger::JobFacts {
+        job_facts(
+            &self.model,
+            &self.messages,
+            &answer.text,
+            answer.prompt_tokens,
+            answer.completion_tokens,
+        )
+    }
+}
+
+/// The hashes and counts a work receipt commits to (specs/wire.md, "Paid jobs"): blake3 of the model
+/// id, the weights hash, blake3 of the messages' JSON, blake3 of the answer text, token counts.
+pub fn job_facts(
+    model: &str,
+    messages: &[ChatMessage],
+    text: &str,
+    prompt_tokens: u32,
+    output_tokens: u32,
+) -> crate::ledger::JobFacts {
+    let prompt = serde_json::to_vec(messages).unwrap_or_default();
+    crate::ledger::JobFacts {
+        model: *blake3::hash(model.as_bytes()).as_bytes(),
+        weights: crate::models::weights_hash(model),
+        prompt_hash: *blake3::hash(&prompt).as_bytes(),
+        output_hash: *blake3::hash(text.as_bytes()).as_bytes(),
+        prompt_tokens,
+        output_tokens,
+    }
 }
 
 /// Collects a job's events into the final answer.

@@ -59,6 +59,22 @@ heartbeat_interval_secs = 5
 
 # Seconds a remote inference request may take before it is abandoned.
 infer_timeout_secs = 120
+
+# The network's genesis file (relative paths are inside the data dir). Without one the node keeps no
+# ledger: it serves and forwards chat but earns nothing and answers no ledger_* requests.
+# genesis = "genesis.json"
+
+# Milliseconds between ledger duties: vote rebroadcast, checkpoint signing, sync with one peer.
+ledger_tick_ms = 2000
+
+# Answers of deterministic requests (temperature 0, or a seed the client chose) remembered and
+# replayed for exact repeats without running the model (least recently used dropped first; at most
+# 16 MiB of answer text). 0 turns the response cache off.
+response_cache_entries = 1024
+
+# Bearer token that lets non-loopback clients call state-changing JSON-RPC methods (ledger_submit).
+# Loopback clients never need it. Unset: only loopback clients may change state.
+# rpc_token = "a long random string"
 "#;
 
 /// The node's configuration.
@@ -81,6 +97,28 @@ pub struct Config {
     pub heartbeat_interval_secs: u64,
     /// Remote inference deadline in seconds. Default: 120.
     pub infer_timeout_secs: u64,
+    /// Genesis file of the network (relative: inside the data dir). Default: none (no ledger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<PathBuf>,
+    /// Period of the ledger's duties in milliseconds. Default: 2000.
+    pub ledger_tick_ms: u64,
+    /// Bearer token for state-changing RPC from non-loopback clients. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_token: Option<RpcToken>,
+    /// Answers the response cache keeps ([`crate::cache`]); 0 turns it off. Default:
+    /// [`crate::cache::DEFAULT_CACHE_ENTRIES`] (1024).
+    pub response_cache_entries: usize,
+}
+
+/// The RPC bearer token: a secret, so `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RpcToken(pub String);
+
+impl std::fmt::Debug for RpcToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RpcToken(<redacted>)")
+    }
 }
 
 impl Default for Config {
@@ -96,6 +134,10 @@ impl Default for Config {
             max_concurrent_generations: 2,
             heartbeat_interval_secs: 5,
             infer_timeout_secs: 120,
+            genesis: None,
+            ledger_tick_ms: 2000,
+            rpc_token: None,
+            response_cache_entries: crate::cache::DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -113,6 +155,7 @@ impl Config {
             models: Vec::new(),
             heartbeat_interval_secs: 1,
             infer_timeout_secs: 30,
+            ledger_tick_ms: 500,
             ..Self::default()
         }
     }
@@ -149,6 +192,11 @@ impl Config {
         if self.max_concurrent_generations == 0 {
             return Err(NodeError::Config(
                 "max_concurrent_generations must be at least 1".into(),
+            ));
+        }
+        if !(50..=600_000).contains(&self.ledger_tick_ms) {
+            return Err(NodeError::Config(
+                "ledger_tick_ms must be between 50 and 600000".into(),
             ));
         }
         if self.heartbeat_interval_secs == 0 || self.infer_timeout_secs == 0 {
@@ -194,6 +242,30 @@ pub fn resolve_data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
                 "no home directory to put data in: pass --data-dir or set {DATA_DIR_ENV}"
             ))
         })
+}
+
+/// The ledger database inside a data directory.
+pub fn ledger_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("ledger.redb")
+}
+
+/// Reads a genesis file and the ledger settings of `config` (none when it names no genesis).
+pub fn ledger_options(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<Option<crate::ledger::LedgerOptions>> {
+    let Some(path) = &config.genesis else {
+        return Ok(None);
+    };
+    let path = data_dir.join(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| NodeError::io(&path, e))?;
+    let genesis = mycel_ledger::Genesis::from_json(&text)
+        .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+    Ok(Some(crate::ledger::LedgerOptions {
+        genesis,
+        path: ledger_file(data_dir),
+        tick: std::time::Duration::from_millis(config.ledger_tick_ms),
+    }))
 }
 
 /// Where models are cached inside a data directory.

@@ -43,6 +43,10 @@ pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// The ledger refused a block, its file failed, or the node keeps no ledger.
+    #[error("ledger: {0}")]
+    Ledger(String),
+
     /// The libp2p network failed to start or its actor stopped.
     #[error("network: {0}")]
     Network(String),

@@ -84,6 +84,7 @@ pub async fn serve(
     host: Arc<ModelHost>,
     deadline: Duration,
     metrics: Arc<Metrics>,
+    ledger: LedgerSlot,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND_STREAM_JOBS));
     while let Some((peer, mut stream)) = incoming.next().await {
@@ -102,10 +103,11 @@ pub async fn serve(
             continue;
         };
         let host = host.clone();
+        let ledger = ledger.get().cloned();
         metrics.request(Route::Inbound);
         tokio::spawn(async move {
             let _slot = slot;
-            if tokio::time::timeout(deadline, serve_one(peer, stream, host))
+            if tokio::time::timeout(deadline, serve_one(peer, stream, host, ledger))
                 .await
                 .is_err()
             {
@@ -115,7 +117,44 @@ pub async fn serve(
     }
 }
 
-async fn serve_one(peer: PeerId, mut stream: Stream, host: Arc<ModelHost>) {
+/// Tenths of a second a worker waits for a paid job's escrow to arrive before answering unpaid.
+const RECEIPT_RETRIES: u32 = 30;
+
+/// The node's ledger once it runs (the stream server starts before it): paid jobs get receipts.
+pub type LedgerSlot = Arc<std::sync::OnceLock<crate::ledger::LedgerHandle>>;
+
+/// For a paid job, the worker's signed receipt goes into the final answer; a job whose escrow this
+/// node cannot see is answered without one (unpaid).
+async fn with_receipt(
+    job: &ChatJob,
+    mut answer: ChatAnswer,
+    ledger: Option<&crate::ledger::LedgerHandle>,
+) -> ChatAnswer {
+    if let (Some(payment), Some(ledger)) = (job.payment, ledger) {
+        // The escrow travels by gossip and may arrive a moment after the job.
+        let mut tries = 0;
+        loop {
+            match ledger.sign_receipt(payment, job.facts(&answer)).await {
+                Ok(r) => answer.receipt = Some(r),
+                Err(e) if tries < RECEIPT_RETRIES && e.to_string().contains("not known") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => tracing::info!(error = %e, "answered a job without a receipt"),
+            }
+            break;
+        }
+    }
+    answer
+}
+
+async fn serve_one(
+    peer: PeerId,
+    mut stream: Stream,
+    host: Arc<ModelHost>,
+    ledger: Option<crate::ledger::LedgerHandle>,
+) {
     let job: ChatJob = match tokio::time::timeout(
         STREAM_REQUEST_READ_TIMEOUT,
         read_frame(&mut stream, MAX_INFER_REQUEST_BYTES),
@@ -138,8 +177,8 @@ async fn serve_one(peer: PeerId, mut stream: Stream, host: Arc<ModelHost>) {
             format!("this node does not serve `{}`", job.model),
         ))
     } else {
-        tracing::info!(%peer, model = %job.model, "streaming inference for a peer");
-        match host.start(job).await {
+        tracing::info!(%peer, model = %job.model, paid = job.payment.is_some(), "streaming inference for a peer");
+        match host.start(job.clone()).await {
             Ok(rx) => Ok(rx),
             Err(NodeError::Busy(m)) => Err(refuse(InferErrorCode::Busy, m)),
             Err(e) => Err(refuse(InferErrorCode::Failed, e.to_string())),
@@ -171,7 +210,10 @@ async fn serve_one(peer: PeerId, mut stream: Stream, host: Arc<ModelHost>) {
         let Some(ev) = ev else { break };
         let (frame, last) = match ev {
             ChatEvent::Delta(t) => (StreamFrame::Delta(t), false),
-            ChatEvent::Done(a) => (StreamFrame::Done(a), true),
+            ChatEvent::Done(a) => (
+                StreamFrame::Done(with_receipt(&job, a, ledger.as_ref()).await),
+                true,
+            ),
             ChatEvent::Failed(m) => (refuse(InferErrorCode::Failed, m), true),
         };
         if write_frame(&mut writer, &frame).await.is_err() {

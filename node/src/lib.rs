@@ -9,22 +9,33 @@
 //! [`models`] pulls and loads weights. Wire formats are in `specs/wire.md`, the RPC in `specs/rpc.md`.
 //!
 //! [`peers`] tracks liveness and ranks providers; [`metrics`] is the Prometheus registry behind
-//! `GET /metrics`.
+//! `GET /metrics`. [`jobs`] remembers the latest chat jobs (`mycel_jobStatus`); [`cache`] answers
+//! exact repeats of deterministic requests without running the model.
+//!
+//! [`scoring`] is the pure routing-score core (probation, caps, randomized pick; not wired into
+//! routing yet); [`sim`] holds the seeded simulations behind `mycel-node sim`.
 //!
 //! Not here yet: ledger sync and voting, sharded pipelines, scoring.
 
+pub mod audit;
+pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod devnet;
 pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod infer_stream;
+pub mod jobs;
+pub mod ledger;
 pub mod metrics;
 pub mod models;
 pub mod network;
 pub mod node;
 pub mod node_key;
 pub mod peers;
+pub mod scoring;
+pub mod sim;
 pub mod wire;
 
 pub use config::Config;

@@ -51,6 +51,16 @@ enum Command {
     /// Measure performance (`bench inference`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a local devnet of N nodes in this process (loopback only) with a generated genesis and a
+    /// funded wallet; writes <dir>/devnet.json and runs until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  mycel-node devnet --nodes 3 --dir ./devnet\n          mycel-node devnet --nodes 5 --dir /tmp/dn --model tiny --http-port 0"
+    )]
+    Devnet(DevnetArgs),
+    /// Seeded simulations of the routing, credit and consensus goals (`sim sybil [--seed S] [--quick]`);
+    /// prints one row per goal and exits non-zero when a goal is missed.
+    #[command(subcommand)]
+    Sim(mycel_node::sim::SimCommand),
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +83,29 @@ struct UpArgs {
     /// Serve no model: only forward queries to peers.
     #[arg(long)]
     no_model: bool,
+}
+
+#[derive(Args, Debug)]
+struct DevnetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Devnet directory (created on first run, reused after).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Model every node serves (`tiny`: the built-in test model).
+    #[arg(long, value_name = "ID", default_value = mycel_models::registry::DEFAULT_CHAT_MODEL)]
+    model: String,
+    /// HTTP port of node 0; node i listens on port + i (0: OS-chosen).
+    #[arg(long, default_value_t = 7401)]
+    http_port: u16,
+    /// Epoch length of a new genesis, in seconds.
+    #[arg(long, default_value_t = 600)]
+    epoch_secs: u64,
+    /// Let node 0 serve the model too (by default it is a gateway that serves nothing and pays the
+    /// other nodes for its queries).
+    #[arg(long)]
+    no_gateway: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +145,20 @@ fn main() -> Result<()> {
         Command::Model(ModelCommand::Pull { id, from }) => pull(&data_dir, &id, from.as_deref()),
         Command::Model(ModelCommand::List) => list(&data_dir),
         Command::Bench(cmd) => bench::run(&data_dir, cmd),
+        Command::Sim(cmd) => {
+            let table = mycel_node::sim::run(&cmd)?;
+            print!("{table}");
+            anyhow::ensure!(
+                table.all_pass(),
+                "{} simulation goal(s) missed",
+                table.failed()
+            );
+            Ok(())
+        }
+        Command::Devnet(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(devnet(args))
+        }
         Command::Up(args) => {
             let cfg = load_config(cli.config.as_deref(), &data_dir)?;
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -260,11 +307,13 @@ async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
     .await
     .context("model loading task")??;
 
+    let ledger = config::ledger_options(&cfg, data_dir)?;
     let running = RunningNode::start(StartOptions {
         key,
         config: cfg,
         models: loaded,
         info_file: Some(data_dir.join(NODE_INFO_FILE)),
+        ledger,
     })
     .await?;
     let info = running.node.info();
@@ -288,6 +337,82 @@ async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
         .is_err()
     {
         bail!("shutdown took longer than 10 s");
+    }
+    Ok(())
+}
+
+async fn devnet(args: DevnetArgs) -> Result<()> {
+    use mycel_node::devnet;
+    let prepared = devnet::prepare(devnet::DevnetSpec {
+        nodes: args.nodes,
+        dir: args.dir.clone(),
+        http_port: args.http_port,
+        epoch_secs: args.epoch_secs,
+        ledger_tick: Duration::from_secs(1),
+        heartbeat_secs: 2,
+        gateway: !args.no_gateway,
+    })?;
+    println!(
+        "devnet:   {} ({} nodes, genesis {})",
+        args.dir.display(),
+        args.nodes,
+        hex::encode(&prepared.genesis().hash()[..8])
+    );
+    // One model cache for all nodes, and one copy of the weights in memory shared by them.
+    let cache = config::models_dir(&args.dir);
+    let ids = vec![args.model.clone()];
+    let loaded = tokio::task::spawn_blocking(move || {
+        let bar = progress_bar();
+        let r = models::load_all(&ids, &cache, |p| report(&bar, &p));
+        bar.finish_and_clear();
+        r
+    })
+    .await
+    .context("model loading task")??;
+    let running = prepared.start(loaded).await?;
+    let info = &running.info;
+    for n in &info.nodes {
+        let role = if n.models.is_empty() {
+            "gateway: serves no model, pays the others for its queries".to_string()
+        } else {
+            format!("serves {}", n.models.join(", "))
+        };
+        println!("{}:   {}  rpc {}  ({role})", n.name, n.did, n.rpc);
+    }
+    let first = info
+        .nodes
+        .first()
+        .map(|n| n.rpc.clone())
+        .unwrap_or_default();
+    let w = &info.wallet;
+    println!(
+        "wallet:   {} (key `{}` in {})",
+        w.did,
+        w.key,
+        w.home.display()
+    );
+    println!("written:  {}", args.dir.join(devnet::DEVNET_FILE).display());
+    println!();
+    println!("Try it:");
+    println!("  mycel --rpc {first} chat \"What is a mycelium?\"");
+    println!(
+        "  mycel --rpc {first} --home {} --password-file {} balance",
+        w.home.display(),
+        w.password_file.display()
+    );
+    println!("  curl -s {first}/v1/chat/completions -H 'content-type: application/json' \\");
+    println!(
+        "    -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'",
+        args.model
+    );
+    println!("Ctrl-C stops every node.");
+    wait_for_signal().await?;
+    println!("stopping {} nodes", running.nodes.len());
+    if tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .is_err()
+    {
+        bail!("shutdown took longer than 30 s");
     }
     Ok(())
 }

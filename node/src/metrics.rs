@@ -12,6 +12,7 @@
 //! | `mycel_inference_latency_seconds` | histogram | time from request to complete answer (asked here) |
 //! | `mycel_inference_tokens_total` | counter | completion tokens of answers delivered here |
 //! | `mycel_inference_failovers_total` | counter | mid-answer switches to another provider |
+//! | `mycel_inference_cache_hits_total` | counter | requests answered from the response cache (no model ran) |
 //!
 //! libp2p's own swarm and protocol metrics (libp2p-metrics: connections, identify, Kademlia, ping,
 //! gossipsub) are in the same registry under the `libp2p_` prefix.
@@ -89,6 +90,8 @@ pub struct Metrics {
     pub tokens: Counter,
     /// Mid-answer provider switches.
     pub failovers: Counter,
+    /// Requests answered from the response cache.
+    pub cache_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -118,6 +121,7 @@ impl Metrics {
         ));
         let tokens = Counter::default();
         let failovers = Counter::default();
+        let cache_hits = Counter::default();
         reg.register("peers", "Connected peers", peers.clone());
         reg.register(
             "peers_up",
@@ -169,6 +173,11 @@ impl Metrics {
             "Mid-answer switches to another provider",
             failovers.clone(),
         );
+        reg.register(
+            "inference_cache_hits",
+            "Requests answered from the response cache without running a model",
+            cache_hits.clone(),
+        );
         Self {
             registry: root,
             libp2p,
@@ -183,6 +192,7 @@ impl Metrics {
             latency,
             tokens,
             failovers,
+            cache_hits,
         }
     }
 

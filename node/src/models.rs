@@ -12,6 +12,18 @@ use crate::error::{NodeError, Result};
 /// Seed of the built-in `tiny` model, so every node's `tiny` has the same weights.
 pub const TINY_SEED: u64 = 0x006d_7963_656c;
 
+/// What a work receipt names as the weights of `id`: the sha256 of the registry's primary file
+/// (for the built-in `tiny`, blake3 of its seed, since its weights are built from it).
+pub fn weights_hash(id: &str) -> [u8; 32] {
+    if id == TINY_MODEL_ID {
+        return *blake3::hash(&TINY_SEED.to_le_bytes()).as_bytes();
+    }
+    Registry::load_default()
+        .ok()
+        .and_then(|r| r.get(id).ok().map(|e| e.primary_file().sha256.0))
+        .unwrap_or([0; 32])
+}
+
 /// Makes a registry model present and verified in `cache_dir`, reporting progress. Blocking.
 pub fn pull(
     id: &str,

@@ -3,8 +3,8 @@
 //!
 //! Behaviours: identify, ping, Kademlia (`/mycel/kad/1.0.0`, server mode, provider records
 //! `model/<id>`), gossipsub (signed heartbeats on `mycel/health/1`), optional mDNS, connection limits,
-//! and request-response inference (`/mycel/infer/1.0.0`, CBOR with size limits). specs/wire.md is the
-//! normative description.
+//! a peer block list (operators and the test harness cut peers off), and request-response inference
+//! (`/mycel/infer/1.0.0`, CBOR with size limits). specs/wire.md is the normative description.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,15 +18,18 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, mdns,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, mdns,
     multiaddr::Protocol, noise, ping, tcp, yamux,
 };
 use mycel_identity::Keypair;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::audit::{self, AuditInbound, AuditRequest, AuditResponse};
 use crate::chat::{self, ChatJob, ModelHost};
 use crate::error::{NodeError, Result};
 use crate::heartbeat::Heartbeat;
+use crate::ledger::LedgerInbound;
+use crate::ledger::wire::{self as ledger_wire, SyncRequest, SyncResponse};
 use crate::metrics::{Metrics, Route};
 use crate::peers::{MAX_ADDRS_PER_PEER, PeerTable};
 use crate::wire::{self, InferErrorCode, InferResponse};
@@ -45,8 +48,14 @@ const MAX_PENDING_OUTBOUND: usize = 64;
 const MAX_INBOUND_JOBS: usize = 32;
 /// Providers returned by one lookup.
 const MAX_PROVIDERS: usize = 16;
+/// Ledger sync requests in flight at once, each way.
+const MAX_SYNC_STREAMS: usize = 16;
+/// Deadline of one ledger sync request.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle connections are closed after this long.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Peers the block list holds at most; blocking more is refused.
+pub const MAX_BLOCKED_PEERS: usize = 1024;
 
 /// Settings of the network actor.
 #[derive(Clone, Debug)]
@@ -63,6 +72,14 @@ pub struct NetworkConfig {
     pub infer_timeout: Duration,
     /// Where the actor counts peers, gossip, heartbeats and served jobs.
     pub metrics: Arc<Metrics>,
+    /// The ledger service's inbox (none: the node keeps no ledger; ledger gossip is ignored and sync
+    /// requests are refused). The actor only ever `try_send`s into it, so a slow ledger can never
+    /// stall the swarm.
+    pub ledger: Option<mpsc::Sender<LedgerInbound>>,
+    /// The ledger handle once the service runs, for receipts of paid streamed jobs.
+    pub ledger_handle: crate::infer_stream::LedgerSlot,
+    /// The auditor's inbox (none: this node judges no audits and refuses them).
+    pub audit: Option<mpsc::Sender<AuditInbound>>,
 }
 
 /// What the node knows about a connected peer.
@@ -97,6 +114,40 @@ enum Command {
     },
     Dial {
         addr: Multiaddr,
+    },
+    Block {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    Unblock {
+        peer: PeerId,
+    },
+    Publish {
+        topic: &'static str,
+        data: Vec<u8>,
+    },
+    Validate {
+        id: gossipsub::MessageId,
+        source: PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    },
+    Sync {
+        peer: PeerId,
+        request: SyncRequest,
+        reply: oneshot::Sender<std::result::Result<SyncResponse, String>>,
+    },
+    SyncRespond {
+        id: u64,
+        response: SyncResponse,
+    },
+    Audit {
+        peer: PeerId,
+        request: AuditRequest,
+        reply: oneshot::Sender<std::result::Result<AuditResponse, String>>,
+    },
+    AuditRespond {
+        id: u64,
+        response: AuditResponse,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -187,6 +238,79 @@ impl NetworkHandle {
         self.send(Command::Dial { addr }).await
     }
 
+    /// Blocks `peer`: closes every connection to it and refuses new ones until [`Self::unblock_peer`].
+    /// `Ok(false)` when the block list already holds [`MAX_BLOCKED_PEERS`] other peers.
+    pub async fn block_peer(&self, peer: PeerId) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Block { peer, reply }).await?;
+        rx.await
+            .map_err(|_| NodeError::Network("network actor dropped the request".into()))
+    }
+
+    /// Lifts a block; the peer may connect again (nothing is redialed).
+    pub async fn unblock_peer(&self, peer: PeerId) -> Result<()> {
+        self.send(Command::Unblock { peer }).await
+    }
+
+    /// Publishes on a ledger gossip topic (blocks or votes).
+    pub async fn publish(&self, topic: &'static str, data: Vec<u8>) -> Result<()> {
+        self.send(Command::Publish { topic, data }).await
+    }
+
+    /// Reports the ledger's verdict on a gossip message: only accepted messages are forwarded, and a
+    /// rejected one costs its sender gossipsub score.
+    pub async fn validate(
+        &self,
+        id: gossipsub::MessageId,
+        source: PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    ) -> Result<()> {
+        self.send(Command::Validate {
+            id,
+            source,
+            acceptance,
+        })
+        .await
+    }
+
+    /// Sends a ledger sync request and waits for the answer.
+    pub async fn sync(&self, peer: PeerId, request: SyncRequest) -> Result<SyncResponse> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Sync {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
+            .map_err(NodeError::Network)
+    }
+
+    /// Answers the inbound sync request `id` (from [`LedgerInbound::SyncRequest`]).
+    pub async fn respond_sync(&self, id: u64, response: SyncResponse) -> Result<()> {
+        self.send(Command::SyncRespond { id, response }).await
+    }
+
+    /// Asks a drawn validator to judge a job and waits for its verdict.
+    pub async fn audit(&self, peer: PeerId, request: AuditRequest) -> Result<AuditResponse> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Audit {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
+            .map_err(NodeError::Network)
+    }
+
+    /// Answers the inbound audit request `id` (from [`AuditInbound`]).
+    pub async fn respond_audit(&self, id: u64, response: AuditResponse) -> Result<()> {
+        self.send(Command::AuditRespond { id, response }).await
+    }
+
     /// Stops the actor and waits until the swarm is dropped.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
@@ -199,12 +323,15 @@ impl NetworkHandle {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
     infer: request_response::cbor::Behaviour<wire::InferRequest, InferResponse>,
+    ledger_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    audit: request_response::cbor::Behaviour<AuditRequest, AuditResponse>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -240,6 +367,8 @@ pub fn start(
                 let gossip_cfg = gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_secs(1))
                     .validation_mode(gossipsub::ValidationMode::Strict)
+                    // Nothing is forwarded before the node checked it (report_message_validation_result).
+                    .validate_messages()
                     .max_transmit_size(wire::MAX_GOSSIP_BYTES)
                     .build()?;
                 let gossipsub = gossipsub::Behaviour::new(
@@ -267,6 +396,32 @@ pub fn start(
                         .with_request_timeout(infer_timeout)
                         .with_max_concurrent_streams(wire::MAX_CONCURRENT_INFER_STREAMS),
                 );
+                let sync_codec = request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(ledger_wire::MAX_SYNC_REQUEST_BYTES)
+                    .set_response_size_maximum(ledger_wire::MAX_SYNC_RESPONSE_BYTES);
+                let ledger_sync = request_response::Behaviour::with_codec(
+                    sync_codec,
+                    [(
+                        StreamProtocol::new(ledger_wire::SYNC_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(SYNC_TIMEOUT)
+                        .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+                );
+                let audit_codec = request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(audit::MAX_AUDIT_REQUEST_BYTES)
+                    .set_response_size_maximum(audit::MAX_AUDIT_RESPONSE_BYTES);
+                let audit = request_response::Behaviour::with_codec(
+                    audit_codec,
+                    [(
+                        StreamProtocol::new(audit::AUDIT_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(audit::AUDIT_TIMEOUT)
+                        .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+                );
                 let limits = connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(MAX_PEERS as u32))
@@ -275,6 +430,7 @@ pub fn start(
                 );
                 Ok(Behaviour {
                     limits,
+                    blocked: allow_block_list::Behaviour::default(),
                     identify: identify::Behaviour::new(
                         identify::Config::new(wire::IDENTIFY_PROTOCOL.into(), k.public())
                             .with_agent_version(format!(
@@ -287,6 +443,8 @@ pub fn start(
                     gossipsub,
                     mdns: Toggle::from(mdns),
                     infer,
+                    ledger_sync,
+                    audit,
                     stream: libp2p_stream::Behaviour::new(),
                 })
             },
@@ -296,11 +454,17 @@ pub fn start(
         .build();
 
     let topic = IdentTopic::new(wire::HEALTH_TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| net_err(&e))?;
+    for t in [
+        wire::HEALTH_TOPIC,
+        ledger_wire::BLOCKS_TOPIC,
+        ledger_wire::VOTES_TOPIC,
+    ] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(t))
+            .map_err(|e| net_err(&e))?;
+    }
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
@@ -328,6 +492,7 @@ pub fn start(
         host.clone(),
         cfg.infer_timeout,
         cfg.metrics.clone(),
+        cfg.ledger_handle.clone(),
     ));
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
@@ -344,6 +509,11 @@ pub fn start(
         lookups: HashMap::new(),
         outbound: HashMap::new(),
         inbound_jobs: 0,
+        sync_out: HashMap::new(),
+        sync_in: HashMap::new(),
+        next_sync_in: 0,
+        audit_out: HashMap::new(),
+        audit_in: HashMap::new(),
         heartbeat_seq: 0,
         listen_tx,
         answer_tx,
@@ -393,6 +563,13 @@ struct Actor {
     outbound:
         HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<InferResponse, String>>>,
     inbound_jobs: usize,
+    sync_out:
+        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<SyncResponse, String>>>,
+    sync_in: HashMap<u64, ResponseChannel<SyncResponse>>,
+    next_sync_in: u64,
+    audit_out:
+        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<AuditResponse, String>>>,
+    audit_in: HashMap<u64, ResponseChannel<AuditResponse>>,
     heartbeat_seq: u64,
     listen_tx: watch::Sender<Vec<Multiaddr>>,
     answer_tx: mpsc::Sender<InboundAnswer>,
@@ -480,6 +657,90 @@ impl Actor {
                 let _ = reply.send(list);
             }
             Command::Dial { addr } => dial_addr(&mut self.swarm, addr),
+            Command::Block { peer, reply } => {
+                let blocked = &mut self.swarm.behaviour_mut().blocked;
+                let room = blocked.blocked_peers().len() < MAX_BLOCKED_PEERS
+                    || blocked.blocked_peers().contains(&peer);
+                if room {
+                    blocked.block_peer(peer);
+                }
+                let _ = reply.send(room);
+            }
+            Command::Unblock { peer } => {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            }
+            Command::Publish { topic, data } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(IdentTopic::new(topic), data)
+                {
+                    tracing::debug!(topic, error = %e, "ledger gossip not published");
+                }
+            }
+            Command::Validate {
+                id,
+                source,
+                acceptance,
+            } => {
+                let accepted = matches!(acceptance, gossipsub::MessageAcceptance::Accept);
+                self.cfg.metrics.gossip(accepted);
+                self.report(&id, &source, acceptance);
+            }
+            Command::Sync {
+                peer,
+                request,
+                reply,
+            } => {
+                if self.sync_out.len() >= MAX_SYNC_STREAMS {
+                    let _ = reply.send(Err("too many sync requests in flight".into()));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .ledger_sync
+                    .send_request(&peer, request);
+                self.sync_out.insert(id, reply);
+            }
+            Command::SyncRespond { id, response } => {
+                if let Some(channel) = self.sync_in.remove(&id)
+                    && self
+                        .swarm
+                        .behaviour_mut()
+                        .ledger_sync
+                        .send_response(channel, response)
+                        .is_err()
+                {
+                    tracing::debug!("sync requester left before the answer");
+                }
+            }
+            Command::Audit {
+                peer,
+                request,
+                reply,
+            } => {
+                if self.audit_out.len() >= MAX_SYNC_STREAMS {
+                    let _ = reply.send(Err("too many audit requests in flight".into()));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .audit
+                    .send_request(&peer, request);
+                self.audit_out.insert(id, reply);
+            }
+            Command::AuditRespond { id, response } => {
+                if let Some(channel) = self.audit_in.remove(&id) {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .audit
+                        .send_response(channel, response);
+                }
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -530,6 +791,9 @@ impl Actor {
                 }
                 self.cfg.metrics.peers.set(self.peers.len() as i64);
                 tracing::debug!(%peer_id, "connected");
+                if let Some(ledger) = &self.cfg.ledger {
+                    let _ = ledger.try_send(LedgerInbound::PeerConnected(peer_id));
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -589,28 +853,209 @@ impl Actor {
                     let _ = self.swarm.dial(addr);
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
-                let Some(source) = message.source else {
-                    self.cfg.metrics.gossip(false);
-                    return;
-                };
-                let Some(hb) = Heartbeat::verify(&message.data, &source) else {
-                    self.cfg.metrics.gossip(false);
-                    tracing::debug!(%source, "dropped an invalid heartbeat");
-                    return;
-                };
-                // Valid but stale (a replay) or from a peer we are not connected to: ignored.
-                let fresh = self.peers.heartbeat(&source, hb, Instant::now());
-                self.cfg.metrics.gossip(fresh);
-                if fresh {
-                    self.cfg.metrics.heartbeats_received.inc();
-                }
-            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::LedgerSync(ev) => self.on_sync_event(ev),
+            BehaviourEvent::Audit(ev) => self.on_audit_event(ev),
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             }) => self.on_kad_progress(id, result, step.last),
             BehaviourEvent::Infer(ev) => self.on_infer_event(ev),
             _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        use gossipsub::MessageAcceptance::{Ignore, Reject};
+        let topic = message.topic.as_str();
+        if topic == wire::HEALTH_TOPIC {
+            let verdict = self.on_heartbeat(&message);
+            self.report(&id, &via, verdict);
+            return;
+        }
+        let inbound = match topic {
+            ledger_wire::BLOCKS_TOPIC => LedgerInbound::Block {
+                data: message.data,
+                id: id.clone(),
+                source: via,
+            },
+            ledger_wire::VOTES_TOPIC => LedgerInbound::Votes {
+                data: message.data,
+                id: id.clone(),
+                source: via,
+            },
+            _ => {
+                self.report(&id, &via, Reject);
+                return;
+            }
+        };
+        // The ledger reports its verdict later (Command::Validate); a node without a ledger, or one
+        // whose ledger is too busy, neither forwards nor penalizes.
+        let queued = self
+            .cfg
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.try_send(inbound).is_ok());
+        if !queued {
+            self.report(&id, &via, Ignore);
+        }
+    }
+
+    fn report(
+        &mut self,
+        id: &gossipsub::MessageId,
+        via: &PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, via, acceptance);
+    }
+
+    /// Checks a heartbeat and records it; the verdict decides whether gossipsub forwards it.
+    fn on_heartbeat(&mut self, message: &gossipsub::Message) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let Some(source) = message.source else {
+            self.cfg.metrics.gossip(false);
+            return Reject;
+        };
+        let Some(hb) = Heartbeat::verify(&message.data, &source) else {
+            self.cfg.metrics.gossip(false);
+            tracing::debug!(%source, "dropped an invalid heartbeat");
+            return Reject;
+        };
+        // Valid but stale (a replay) or from a peer we are not connected to: not forwarded, no penalty.
+        let fresh = self.peers.heartbeat(&source, hb, Instant::now());
+        self.cfg.metrics.gossip(fresh);
+        if fresh {
+            self.cfg.metrics.heartbeats_received.inc();
+            Accept
+        } else {
+            Ignore
+        }
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let refusal = match &self.cfg.ledger {
+                    None => Some("this node keeps no ledger"),
+                    Some(_) if self.sync_in.len() >= MAX_SYNC_STREAMS => Some("busy"),
+                    Some(ledger) => {
+                        let id = self.next_sync_in;
+                        match ledger.try_send(LedgerInbound::SyncRequest { peer, id, request }) {
+                            Ok(()) => {
+                                self.next_sync_in += 1;
+                                self.sync_in.insert(id, channel);
+                                return;
+                            }
+                            Err(_) => Some("busy"),
+                        }
+                    }
+                };
+                if let Some(why) = refusal {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .ledger_sync
+                        .send_response(channel, SyncResponse::Error(why.into()));
+                }
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.sync_out.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.sync_out.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound sync request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_audit_event(&mut self, event: request_response::Event<AuditRequest, AuditResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let refusal = match &self.cfg.audit {
+                    None => "this node judges no audits",
+                    Some(_) if self.audit_in.len() >= MAX_SYNC_STREAMS => "busy",
+                    Some(auditor) => {
+                        // Shares the sync request counter: ids only need to be unique.
+                        let id = self.next_sync_in;
+                        match auditor.try_send(AuditInbound { peer, id, request }) {
+                            Ok(()) => {
+                                self.next_sync_in += 1;
+                                self.audit_in.insert(id, channel);
+                                return;
+                            }
+                            Err(_) => "busy",
+                        }
+                    }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .audit
+                    .send_response(channel, AuditResponse::Refused(refusal.into()));
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.audit_out.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.audit_out.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound audit request failed");
+            }
+            Event::ResponseSent { .. } => {}
         }
     }
 

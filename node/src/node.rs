@@ -19,6 +19,7 @@ use crate::chat::{ChatEvent, ChatJob, EVENT_CHANNEL_CAPACITY, ModelHost};
 use crate::config::Config;
 use crate::error::{NodeError, Result};
 use crate::infer_stream::Opened;
+use crate::ledger::{LedgerHandle, LedgerOptions, LedgerService};
 use crate::metrics::{Metrics, Route};
 use crate::network::{self, NetworkConfig, NetworkHandle};
 use crate::wire::{InferErrorCode, InferResponse, PROVIDER_LOOKUP_TIMEOUT};
@@ -41,11 +42,17 @@ pub struct StartOptions {
     pub models: BTreeMap<String, Arc<ChatModel>>,
     /// Where to write `node.json` (none: do not write it).
     pub info_file: Option<PathBuf>,
+    /// The ledger to keep (none: this node keeps no ledger and refuses ledger requests).
+    pub ledger: Option<LedgerOptions>,
 }
 
 /// A chat answer in progress and who serves it.
 #[derive(Debug)]
 pub struct ChatStream {
+    /// The job id: the completion id (`chatcmpl-…`) of the answer, for `mycel_jobStatus`.
+    pub id: String,
+    /// Whether the answer is replayed from the response cache (no model runs for it).
+    pub cached: bool,
     /// DID of the serving node.
     pub served_by: Did,
     /// PeerId of the serving node.
@@ -67,6 +74,10 @@ struct Inner {
     infer_timeout: Duration,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
+    ledger: Option<LedgerHandle>,
+    rpc_token: Option<String>,
+    jobs: Arc<crate::jobs::JobRegistry>,
+    cache: Arc<crate::cache::ResponseCache>,
 }
 
 /// Cloneable handle to a running node, used by the HTTP and RPC layers.
@@ -97,6 +108,26 @@ impl Node {
     /// The network handle.
     pub fn network(&self) -> &NetworkHandle {
         &self.inner.net
+    }
+
+    /// Whether `token` is the node's configured RPC bearer token (constant-time comparison).
+    pub fn rpc_token_matches(&self, token: &str) -> bool {
+        let Some(mine) = &self.inner.rpc_token else {
+            return false;
+        };
+        mine.len() == token.len()
+            && mine
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// The ledger, or an error saying this node keeps none.
+    pub fn ledger(&self) -> Result<&LedgerHandle> {
+        self.inner.ledger.as_ref().ok_or_else(|| {
+            NodeError::Ledger("this node keeps no ledger (start it with a genesis file)".into())
+        })
     }
 
     /// A fresh completion id.
@@ -193,19 +224,59 @@ impl Node {
         &self.inner.metrics
     }
 
+    /// Loads a model this node uses only to judge audits (a validator that does not serve it).
+    pub fn add_audit_model(&self, id: &str, model: Arc<ChatModel>) {
+        self.inner.host.add_audit_model(id, model);
+    }
+
+    /// Makes this node a cheating worker: it returns forged tokens instead of the model's (audit and
+    /// slashing tests and demos only).
+    pub fn set_forge_outputs(&self, on: bool) {
+        self.inner.host.set_forge_outputs(on);
+    }
+
     /// Slows local generation down: a pause after every emitted delta (tests and failover demos).
     pub fn set_generation_delay(&self, delay: Duration) {
         self.inner.host.set_delta_delay(delay);
     }
 
-    /// Starts answering a job: locally when the model is loaded here, else through a provider.
+    /// Starts answering a job under a fresh job id ([`ChatStream::id`], `mycel_jobStatus`): from the
+    /// response cache when it repeats a deterministic job exactly ([`crate::cache`]), else locally
+    /// when the model is loaded here, else through a provider.
     ///
     /// Remote answers stream over `/mycel/infer-stream/1.0.0`; a provider without it answers whole
     /// over `/mycel/infer/1.0.0`. Providers are tried in turn until one starts answering. If the
     /// provider dies or stalls mid-answer, the same job (same seed) is replayed on another provider and
     /// the text already delivered is skipped, so the caller still gets one complete answer
     /// (`served_by` names the first provider).
-    pub async fn chat(&self, job: ChatJob) -> Result<ChatStream> {
+    pub async fn chat(&self, mut job: ChatJob) -> Result<ChatStream> {
+        let id = self.next_completion_id();
+        let key = self.inner.cache.key(&job);
+        if let Some(hit) = key.and_then(|k| self.inner.cache.get(&k)) {
+            self.inner.metrics.cache_hits.inc();
+            return Ok(self.inner.jobs.replay(id, job.model, &hit));
+        }
+        self.inner.jobs.start(&id, &job.model);
+        job.request_id = Some(id.clone());
+        match self.route(id.clone(), job).await {
+            Ok(stream) => {
+                let store = key.map(|k| (self.inner.cache.clone(), k));
+                Ok(crate::jobs::follow(self.inner.jobs.clone(), stream, store))
+            }
+            Err(e) => {
+                self.inner.jobs.fail(&id, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// The status of a job this node took (None: unknown, or forgotten among older jobs).
+    pub fn job_status(&self, id: &str) -> Option<mycel_rpc_api::JobStatus> {
+        self.inner.jobs.get(id)
+    }
+
+    /// Routes job `id` (see [`Node::chat`]).
+    async fn route(&self, id: String, job: ChatJob) -> Result<ChatStream> {
         let started = Instant::now();
         if self.inner.host.serves(&job.model) {
             self.inner.metrics.request(Route::Local);
@@ -220,6 +291,8 @@ impl Node {
             let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
             tokio::spawn(observe(self.clone(), events, tx, started));
             return Ok(ChatStream {
+                id,
+                cached: false,
                 served_by: self.inner.did,
                 served_by_peer: self.inner.peer_id,
                 remote: false,
@@ -240,12 +313,41 @@ impl Node {
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         tokio::spawn(relay(self.clone(), job, events, tried, tx, started));
         Ok(ChatStream {
+            id,
+            cached: false,
             served_by: did,
             served_by_peer: peer,
             remote: true,
             model,
             events: rx,
         })
+    }
+
+    /// The job as sent to `worker`: with an escrow that pays for it when this node keeps a ledger and
+    /// can afford it (else unpaid, which the worker may still serve).
+    async fn pay_for(&self, job: &ChatJob, worker: &Did) -> ChatJob {
+        let mut paid = job.clone();
+        let Some(ledger) = &self.inner.ledger else {
+            return paid;
+        };
+        // An upper bound on the tokens: byte-level BPE spends at least one byte per token, plus the
+        // chat template and the answer budget.
+        let prompt_bytes: usize = job.messages.iter().map(|m| m.content.len() + 16).sum();
+        let tokens = u32::try_from(prompt_bytes)
+            .unwrap_or(u32::MAX)
+            .saturating_add(64)
+            .saturating_add(u32::try_from(job.params.max_tokens).unwrap_or(u32::MAX));
+        let account = mycel_ledger::AccountId(*worker.public_key().as_bytes());
+        match ledger.escrow(account, tokens).await {
+            Ok(p) => {
+                if let Some(id) = &job.request_id {
+                    self.inner.jobs.paid(id, &p);
+                }
+                paid.payment = Some(p);
+            }
+            Err(e) => tracing::warn!(error = %e, "sending the job unpaid"),
+        }
+        paid
     }
 
     /// Finds providers (skipping `tried`) and asks them in turn until one starts answering.
@@ -274,6 +376,8 @@ impl Node {
                 reasons.push(format!("{peer}: not an Ed25519 peer"));
                 continue;
             };
+            let paid = self.pay_for(job, &did).await;
+            let job = &paid;
             match crate::infer_stream::open(
                 self.inner.net.stream_control(),
                 peer,
@@ -436,6 +540,20 @@ async fn relay(
                     }
                     m.latency.observe(started.elapsed().as_secs_f64());
                     m.tokens.inc_by(u64::from(answer.completion_tokens));
+                    if let (Some(receipt), Some(ledger)) =
+                        (answer.receipt.clone(), node.inner.ledger.clone())
+                    {
+                        let facts = job.facts(&answer);
+                        let (net, job, answer) =
+                            (node.inner.net.clone(), job.clone(), answer.clone());
+                        tokio::spawn(async move {
+                            match ledger.countersign(receipt, facts).await {
+                                // Drawn for audit: the requester asks the validators.
+                                Ok(c) => crate::audit::drive(net, ledger, job, answer, c).await,
+                                Err(e) => tracing::warn!(error = %e, "receipt not countersigned"),
+                            }
+                        });
+                    }
                     let _ = out.send(ChatEvent::Done(answer)).await;
                     return;
                 }
@@ -485,6 +603,7 @@ pub struct RunningNode {
     http_stop: Option<oneshot::Sender<()>>,
     http_task: tokio::task::JoinHandle<()>,
     net_task: tokio::task::JoinHandle<()>,
+    ledger: Option<LedgerService>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -507,6 +626,10 @@ impl RunningNode {
         let listen = cfg.listen_addrs()?;
         let infer_timeout = Duration::from_secs(cfg.infer_timeout_secs);
         let metrics = Arc::new(Metrics::new());
+        let (ledger_tx, ledger_rx) = mpsc::channel(crate::ledger::INBOX_CAPACITY);
+        let ledger_slot = crate::infer_stream::LedgerSlot::default();
+        let (audit_tx, audit_rx) = mpsc::channel(crate::audit::AUDIT_QUEUE);
+        let judges = opts.ledger.is_some();
         let (net, net_task) = network::start(
             &opts.key,
             NetworkConfig {
@@ -516,10 +639,36 @@ impl RunningNode {
                 heartbeat_interval: Duration::from_secs(cfg.heartbeat_interval_secs),
                 infer_timeout,
                 metrics: metrics.clone(),
+                ledger: opts.ledger.is_some().then_some(ledger_tx),
+                ledger_handle: ledger_slot.clone(),
+                audit: judges.then_some(audit_tx),
             },
             host.clone(),
         )?;
         net.wait_listening(listen.len(), LISTEN_WAIT).await;
+        let ledger = match opts.ledger {
+            Some(options) => {
+                match LedgerService::start(options, opts.key.clone(), net.clone(), ledger_rx) {
+                    Ok(service) => Some(service),
+                    Err(e) => {
+                        net.shutdown().await;
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(l) = &ledger {
+            let _ = ledger_slot.set(l.handle.clone());
+            if judges {
+                tokio::spawn(crate::audit::serve(
+                    audit_rx,
+                    host.clone(),
+                    l.handle.clone(),
+                    net.clone(),
+                ));
+            }
+        }
 
         let listener = tokio::net::TcpListener::bind(cfg.http)
             .await
@@ -537,11 +686,23 @@ impl RunningNode {
                 infer_timeout,
                 next_id: AtomicU64::new(0),
                 metrics,
+                ledger: ledger.as_ref().map(|l| l.handle.clone()),
+                rpc_token: cfg
+                    .rpc_token
+                    .as_ref()
+                    .map(|t| t.0.clone())
+                    .filter(|t| !t.is_empty()),
+                jobs: Arc::new(crate::jobs::JobRegistry::new(crate::jobs::MAX_JOBS)),
+                cache: Arc::new(crate::cache::ResponseCache::new(
+                    cfg.response_cache_entries,
+                    crate::cache::CACHE_BYTE_BUDGET,
+                )),
             }),
         };
         let (http_stop, stop_rx) = oneshot::channel();
         let app = crate::http::router(node.clone())?;
         let http_task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop_rx.await;
             });
@@ -563,6 +724,7 @@ impl RunningNode {
             http_stop: Some(http_stop),
             http_task,
             net_task,
+            ledger,
         })
     }
 
@@ -574,6 +736,9 @@ impl RunningNode {
         // In-flight streams may hold the server open; do not wait for them forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http_task).await;
         self.http_task.abort();
+        if let Some(ledger) = self.ledger.take() {
+            ledger.shutdown().await;
+        }
         self.node.inner.net.shutdown().await;
         let _ = (&mut self.net_task).await;
     }

@@ -23,8 +23,8 @@ pub const MODEL_KEY_PREFIX: &str = "model/";
 pub const MAX_INFER_REQUEST_BYTES: u64 = 128 * 1024;
 /// Largest inference response on the wire: answer bytes plus framing.
 pub const MAX_INFER_RESPONSE_BYTES: u64 = 512 * 1024;
-/// Largest gossipsub message (heartbeats are a few hundred bytes).
-pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Largest gossipsub message (a block is ≤ 64 KiB; heartbeats and votes are far smaller).
+pub const MAX_GOSSIP_BYTES: usize = 80 * 1024;
 /// Inbound inference streams open at once per connection.
 pub const MAX_CONCURRENT_INFER_STREAMS: usize = 8;
 /// Streamed jobs served at once per node; more are answered `busy`.

@@ -1,3 +1,33 @@
-//! TestNet harness, seeded simulations and end-to-end tests that span several mycel crates.
+//! TestNet harness, simulations and end-to-end tests that span several mycel crates.
 //!
-//! Empty until the node exists (issue [8/8]); the per-crate tests live next to their code.
+//! Place in the architecture: above everything. [`testnet::TestNet`] starts N real
+//! `mycel_node::RunningNode`s in one process on loopback, each with its own key, data directory and
+//! runtime, and lets a test kill, stop, restart, partition and slow them down. [`client`] talks to
+//! them through the user-facing interfaces (OpenAI HTTP and SSE, JSON-RPC over HTTP and WebSocket).
+//! On top sit two simulations, each a library module run by a binary (long form) and by the
+//! integration tests (short form) through the same code:
+//!
+//! - [`churn`]: ≥ 30 replicas, repeated waves in which 30% of them leave (killed or stopped) and new
+//!   ones join, while clients keep asking; measures the answered share and the time until every
+//!   forwarder sees enough replicas again (`cargo run -p mycel-tests --bin churn`).
+//! - [`load`]: a 5-node net under hundreds of concurrent streaming clients; measures errors,
+//!   time-to-first-token and total latency percentiles, and process memory over time
+//!   (`cargo run -p mycel-tests --bin load`).
+//!
+//! Reports are written as JSON, Markdown and a hand-written SVG plot ([`report`], [`plot`]).
+
+pub mod churn;
+pub mod client;
+pub mod delay;
+pub mod error;
+pub mod load;
+pub mod memory;
+pub mod plot;
+pub mod process;
+pub mod report;
+pub mod rng;
+pub mod stats;
+pub mod testnet;
+
+pub use error::{Error, Result};
+pub use testnet::{Coverage, NetOptions, Role, TestNet, Topology};

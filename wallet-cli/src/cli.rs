@@ -10,15 +10,22 @@ Exit codes:
   1  internal error
   2  usage error (bad flags or arguments)
   3  wrong or missing password
-  4  not found (no such key or file)
+  4  not found (no such key, file, model or job)
   5  already exists (a key name is taken)
   6  invalid input (malformed DID, signature, seed, key file or credential)
   7  verification failed (signature or credential does not verify)
   8  I/O error
-  9  the node is unreachable or failed to answer
+  9  the node is unreachable, failed to answer, or keeps no ledger
+ 10  the ledger refused (insufficient funds, or the node rejected the block)
+ 11  the node accepts blocks only from its own machine or with its bearer token
+ 12  a submitted block was not confirmed in time (it may still confirm: see `mycel history`)
 
 Passwords come from a hidden prompt when the terminal is interactive, else from --password-file or
-the MYCEL_PASSWORD environment variable. They are never echoed.";
+the MYCEL_PASSWORD environment variable. They are never echoed.
+
+Amounts are credits with up to 6 decimals (1 credit = 1000000 µ-credits). With --json every amount
+is an object {\"micro\": \"<µ-credits>\", \"credits\": \"<credits, 6 decimals>\"}: strings,
+as they can exceed what JSON numbers hold exactly.";
 
 /// mycel wallet: manage your identity, keys, signatures and membership credentials.
 #[derive(Debug, Parser)]
@@ -48,6 +55,10 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7400"
     )]
     pub rpc: String,
+    /// Read the node's RPC bearer token from this file (first line); needed to submit blocks to a
+    /// node on another machine. Default: $MYCEL_RPC_TOKEN, else none.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub rpc_token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -101,6 +112,97 @@ pub enum Command {
     Peers,
     /// List the models reachable through the node.
     Models,
+    /// Show a chat job the node took: its state, who served it, token counts, timing and, for a
+    /// job the node paid a provider for, the escrow. The id is the `id` of an answer (`mycel --json
+    /// chat`, the OpenAI API's completion id) or of its streamed chunks; `mycel chat` prints it.
+    #[command(
+        after_help = "Examples:\n  mycel job chatcmpl-18a2f7c3e91b0d4c2\n  mycel --json job chatcmpl-18a2f7c3e91b0d4c2\n  mycel --rpc http://127.0.0.1:7402 job chatcmpl-18a2f7c3e91b0d4c2\n\nA node remembers its latest 4096 jobs; older ones, and jobs another node took, are not found\n(exit code 4)."
+    )]
+    Job {
+        /// The job id (`chatcmpl-…`).
+        id: String,
+    },
+    /// Show an account's credits: liquid, bonded, unbonding (with release epochs) and receivable.
+    #[command(
+        after_help = "Examples:\n  mycel balance\n  mycel balance --key work\n  mycel balance did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp\n  mycel --json balance"
+    )]
+    Balance(AccountArgs),
+    /// Send credits to another account (signed here; the node only relays the signed block).
+    #[command(
+        after_help = "Examples:\n  mycel send did:key:z6Mk… 10\n  mycel send --key work did:key:z6Mk… 0.5\n  mycel send --no-wait 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29 0.000001"
+    )]
+    Send {
+        /// The recipient: a did:key or a 64-hex public key.
+        to: String,
+        /// Credits, with up to 6 decimals (`10`, `0.5`, `0.000001`).
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        #[command(flatten)]
+        submit: SubmitArgs,
+    },
+    /// Receive everything sent to your account (one block per pending amount; the first one opens
+    /// a new account).
+    #[command(after_help = "Examples:\n  mycel receive\n  mycel receive --key work --no-wait")]
+    Receive {
+        #[command(flatten)]
+        submit: SubmitArgs,
+    },
+    /// Bond liquid credits as stake (voting weight for a node bound to the account).
+    #[command(after_help = "Examples:\n  mycel stake 100\n  mycel stake --key work 2.5")]
+    Stake {
+        /// Credits, with up to 6 decimals.
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        #[command(flatten)]
+        submit: SubmitArgs,
+    },
+    /// Start unbonding stake: it becomes liquid again at a later epoch (see `mycel balance`).
+    #[command(
+        after_help = "Examples:\n  mycel unstake 1\n  mycel unstake --key work 0.5 --no-wait"
+    )]
+    Unstake {
+        /// Credits, with up to 6 decimals.
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        #[command(flatten)]
+        submit: SubmitArgs,
+    },
+    /// List an account's latest blocks, newest first.
+    #[command(
+        after_help = "Examples:\n  mycel history\n  mycel history --key work --limit 5\n  mycel --json history did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
+    )]
+    History {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// How many blocks to list (1–1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+}
+
+/// Which account a read-only ledger command looks at.
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// A did:key or a 64-hex public key (default: the account of --key).
+    pub account: Option<String>,
+    /// Key whose account to use when no ACCOUNT is given (no password needed).
+    #[arg(long, default_value = "default", conflicts_with = "account")]
+    pub key: String,
+}
+
+/// Options of the commands that sign and submit a block.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Key that signs (its account pays or receives).
+    #[arg(long, default_value = "default")]
+    pub key: String,
+    /// Return once the node has applied the block, without waiting for its confirmation.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Longest wait for the confirmation, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, conflicts_with = "no_wait",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 /// `mycel chat` options.

@@ -23,8 +23,14 @@ pub enum Kind {
     Verification,
     /// The filesystem failed.
     Io,
-    /// The node could not be reached or failed to answer.
+    /// The node could not be reached, failed to answer, or keeps no ledger.
     Node,
+    /// The ledger refused: insufficient funds, or a block the node rejected.
+    Rejected,
+    /// The node refused a state-changing call: not from its machine and without its bearer token.
+    Unauthorized,
+    /// A submitted block was not confirmed in time (it may still confirm).
+    Timeout,
 }
 
 impl Kind {
@@ -39,6 +45,9 @@ impl Kind {
             Kind::Verification => 7,
             Kind::Io => 8,
             Kind::Node => 9,
+            Kind::Rejected => 10,
+            Kind::Unauthorized => 11,
+            Kind::Timeout => 12,
         }
     }
 
@@ -53,6 +62,9 @@ impl Kind {
             Kind::Verification => "verification_failed",
             Kind::Io => "io",
             Kind::Node => "node",
+            Kind::Rejected => "rejected",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Timeout => "timeout",
         }
     }
 }

@@ -1,10 +1,13 @@
 //! `mycel`: the wallet CLI. Manages keys and DIDs, signs and verifies, issues and checks membership
-//! credentials. Secrets stay in the encrypted keystore and are never printed unless explicitly asked.
+//! credentials, chats through a node, and holds credits: ledger blocks are built and signed here and
+//! only the signed blocks go to the node. Secrets stay in the encrypted keystore and are never
+//! printed unless explicitly asked.
 
 mod cli;
 mod commands;
 mod context;
 mod error;
+mod rpc;
 
 use std::process::ExitCode;
 
@@ -12,8 +15,10 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 use crate::cli::{Cli, Command};
+use crate::commands::ledger::Bond;
 use crate::context::Context;
 use crate::error::CliResult;
+use crate::rpc::Endpoint;
 
 /// What a successful command prints: text for humans and data for `--json`.
 pub struct Report {
@@ -52,21 +57,46 @@ fn command_name(command: &Command) -> &'static str {
         Command::Node(cli::NodeCommand::Status) => "node status",
         Command::Peers => "peers",
         Command::Models => "models",
+        Command::Job { .. } => "job",
+        Command::Balance(_) => "balance",
+        Command::Send { .. } => "send",
+        Command::Receive { .. } => "receive",
+        Command::Stake { .. } => "stake",
+        Command::Unstake { .. } => "unstake",
+        Command::History { .. } => "history",
     }
 }
 
 fn run(cli: Cli, ctx: &Context) -> CliResult<Report> {
-    let rpc = cli.rpc;
+    let node = Endpoint {
+        url: cli.rpc,
+        token_file: cli.rpc_token_file,
+    };
     match cli.command {
         Command::Key(cmd) => commands::key::run(cmd, ctx),
         Command::Did(cmd) => commands::did::run(cmd, ctx),
         Command::Sign { key, input } => commands::signature::sign(&key, &input, ctx),
         Command::Verify { did, sig, input } => commands::signature::verify(&did, &sig, &input),
         Command::Credential(cmd) => commands::credential::run(cmd, ctx),
-        Command::Chat(args) => commands::node::chat(args, &rpc, ctx),
-        Command::Node(cli::NodeCommand::Status) => commands::node::status(&rpc),
-        Command::Peers => commands::node::peers(&rpc),
-        Command::Models => commands::node::models(&rpc),
+        Command::Chat(args) => commands::node::chat(args, &node, ctx),
+        Command::Node(cli::NodeCommand::Status) => commands::node::status(&node),
+        Command::Peers => commands::node::peers(&node),
+        Command::Models => commands::node::models(&node),
+        Command::Job { id } => commands::node::job(&id, &node),
+        Command::Balance(account) => commands::ledger::balance(&account, &node, ctx),
+        Command::Send { to, amount, submit } => {
+            commands::ledger::send(&to, &amount, &submit, &node, ctx)
+        }
+        Command::Receive { submit } => commands::ledger::receive(&submit, &node, ctx),
+        Command::Stake { amount, submit } => {
+            commands::ledger::stake(Bond::Stake, &amount, &submit, &node, ctx)
+        }
+        Command::Unstake { amount, submit } => {
+            commands::ledger::stake(Bond::Unstake, &amount, &submit, &node, ctx)
+        }
+        Command::History { account, limit } => {
+            commands::ledger::history(&account, limit, &node, ctx)
+        }
     }
 }
 

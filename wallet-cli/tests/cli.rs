@@ -472,6 +472,7 @@ fn help_and_usage_errors() {
         vec!["verify", "--help"],
         vec!["credential", "issue", "--help"],
         vec!["credential", "verify", "--help"],
+        vec!["job", "--help"],
     ] {
         mycel(h)
             .args(&args)
@@ -481,6 +482,7 @@ fn help_and_usage_errors() {
     }
     mycel(h).args(["key", "frobnicate"]).assert().code(2);
     mycel(h).args(["key", "import"]).assert().code(2);
+    mycel(h).args(["job"]).assert().code(2);
 }
 
 #[test]

@@ -22,6 +22,7 @@ async fn start(
         config: Config::loopback(bootstrap),
         models,
         info_file: None,
+        ledger: None,
     })
     .await
     .unwrap()
@@ -92,6 +93,10 @@ async fn wallet_chats_through_a_forwarding_node() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.trim().is_empty(), "empty answer; stderr {err}");
     assert!(err.contains(&provider_did), "{err}");
+    assert!(
+        err.contains("; job chatcmpl-"),
+        "the note names the job: {err}"
+    );
 
     // Non-streaming with --json: the envelope names the serving DID, and the same seed gives the
     // same text as the stream did.
@@ -113,6 +118,26 @@ async fn wallet_chats_through_a_forwarding_node() {
     assert_eq!(v["data"]["served_by"], provider_did.as_str());
     assert_eq!(v["data"]["remote"], true);
     assert_eq!(v["data"]["content"].as_str().unwrap().trim(), out.trim());
+    // The same seeded request again: answered from the node's cache. Its id is a job id.
+    assert_eq!(v["data"]["cached"], true);
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let (code, job_out, err) = mycel(base(&["--json", "job", &id])).await;
+    assert_eq!(code, 0, "{err}");
+    let job: Value = serde_json::from_str(&job_out).unwrap();
+    assert_eq!(job["command"], "job");
+    assert_eq!(job["data"]["id"], id.as_str());
+    assert_eq!(job["data"]["state"], "done");
+    assert_eq!(job["data"]["served_by"], provider_did.as_str());
+    assert_eq!(
+        job["data"]["completion_tokens"],
+        v["data"]["usage"]["completion_tokens"]
+    );
+    let (code, text, err) = mycel(base(&["job", &id])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("state:    done"), "{text}");
+    assert!(text.contains(&provider_did), "{text}");
+    let (code, _, err) = mycel(base(&["job", "chatcmpl-0"])).await;
+    assert_eq!(code, 4, "an unknown job is not found: {err}");
 
     // Without a prompt, a session: one turn per stdin line until an empty line or EOF; the
     // answers stream to stdout, one "answered by" note per turn.

@@ -59,4 +59,8 @@ impl Store for MemoryStore {
             tables: self.tables.clone(),
         })
     }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tables.get(&table).and_then(|m| m.get(key)).cloned())
+    }
 }

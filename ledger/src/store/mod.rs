@@ -115,6 +115,8 @@ pub trait Store {
     fn commit(&mut self, changes: &ChangeSet) -> Result<()>;
     /// Loads everything.
     fn load(&self) -> Result<StoredData>;
+    /// Reads one value of a key-value table.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
 }
 
 /// A [`Ledger`] that persists every applied batch to a [`Store`] in one transaction.
@@ -210,6 +212,14 @@ impl<S: Store> StoredLedger<S> {
         self.store
             .commit(&changes)
             .inspect_err(|_| self.poisoned = true)
+    }
+
+    /// The stored quorum certificate of a confirmed block.
+    pub fn qc(&self, hash: &BlockHash) -> Result<Option<QuorumCert>> {
+        self.store
+            .get(Table::Qcs, &hash.0)?
+            .map(|bytes| QuorumCert::decode(&bytes))
+            .transpose()
     }
 
     /// Gives back the parts.

@@ -177,4 +177,10 @@ impl Store for RedbStore {
         }
         Ok(data)
     }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read().map_err(e("begin read"))?;
+        let t = tx.open_table(def(table)).map_err(e("open table"))?;
+        Ok(t.get(key).map_err(e("read"))?.map(|v| v.value().to_vec()))
+    }
 }

@@ -25,6 +25,7 @@ pub fn genesis(keys: &[(&Keypair, u128, u128)], params: Params) -> Genesis {
     Genesis {
         network: "mycel-test".into(),
         seed: [9; 32],
+        start_time: 0,
         accounts: keys
             .iter()
             .map(|(k, b, s)| GenesisAccount {

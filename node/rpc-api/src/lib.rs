@@ -2,7 +2,8 @@
 //! (server) and the wallet (client).
 //!
 //! Place in the architecture: `wallet-cli` (client) → this crate → `mycel-node` (server). The methods are
-//! in the `mycel` namespace (`mycel_nodeInfo`, `mycel_peers`, `mycel_models`, `mycel_chat`); the normative
+//! in the `mycel` namespace (`mycel_nodeInfo`, `mycel_peers`, `mycel_models`, `mycel_chat`,
+//! `mycel_subscribeChat`, `mycel_jobStatus`); the normative
 //! description, including error codes, is `specs/rpc.md`. DTOs carry DIDs and PeerIds as strings so this
 //! crate stays free of the identity and models crates' types.
 
@@ -10,6 +11,7 @@ use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
 use serde::{Deserialize, Serialize};
 
+pub mod ledger;
 pub mod openrpc;
 
 /// JSON-RPC error codes of the `mycel` namespace (besides the standard -32700..-32603).
@@ -24,6 +26,17 @@ pub mod error_codes {
     pub const BUSY: i32 = -32003;
     /// Generation failed inside the model.
     pub const INFERENCE_FAILED: i32 = -32004;
+    /// `mycel_jobStatus`: no job with that id is known here (never taken by this node, or evicted:
+    /// the node remembers only its latest jobs).
+    pub const JOB_NOT_FOUND: i32 = -32005;
+    /// The node keeps no ledger (it was started without a genesis file).
+    pub const LEDGER_UNAVAILABLE: i32 = -32010;
+    /// The ledger refused the block (invalid, a fork of a confirmed block, insufficient funds, …);
+    /// the message says which rule failed.
+    pub const BLOCK_REJECTED: i32 = -32011;
+    /// The request is not allowed from this client: a state-changing method from a non-loopback
+    /// address without the node's bearer token.
+    pub const UNAUTHORIZED: i32 = -32020;
 }
 
 /// What a node says about itself.
@@ -138,9 +151,13 @@ pub struct ChatResponse {
     pub remote: bool,
     /// Wall time from request to answer as measured by the node that took the request, in ms.
     pub latency_ms: u64,
+    /// Whether the node answered from its response cache (an exact repeat of a deterministic
+    /// request) without running the model; `served_by` then names the node that first answered it.
+    #[serde(default)]
+    pub cached: bool,
 }
 
-/// One notification of `mycel_chatStream`: a piece of the answer; the last one has `finish_reason`
+/// One notification of `mycel_subscribeChat`: a piece of the answer; the last one has `finish_reason`
 /// and `usage`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatChunk {
@@ -156,6 +173,65 @@ pub struct ChatChunk {
     pub remote: bool,
     /// Set (alone) when generation failed after the stream started.
     pub error: Option<String>,
+    /// The job id (`chatcmpl-…`, for `mycel_jobStatus`); the same on every chunk of an answer.
+    #[serde(default)]
+    pub id: String,
+    /// Whether the answer comes from the node's response cache (see [`ChatResponse::cached`]).
+    #[serde(default)]
+    pub cached: bool,
+}
+
+/// Where a job stands (`mycel_jobStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Taken and not finished: finding a provider, queued or generating.
+    Running,
+    /// Answered completely.
+    Done,
+    /// Ended without a complete answer (`error` says why).
+    Failed,
+}
+
+/// The escrow that pays for a job forwarded to another node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPayment {
+    /// Hash of the Escrow block on this node's chain (64 hex; see `ledger_block`).
+    pub escrow: String,
+    /// The job id the escrow and the worker's receipt name (64 hex).
+    pub job_id: String,
+}
+
+/// What a node remembers about a chat job it took (`mycel_jobStatus`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job id: the completion id of the answer (`chatcmpl-…`).
+    pub id: String,
+    /// Model id.
+    pub model: String,
+    /// Running, done or failed.
+    pub state: JobState,
+    /// DID of the node that runs (or ran) the model; absent until a provider started answering.
+    pub served_by: Option<String>,
+    /// Whether that node is another node.
+    pub remote: bool,
+    /// Whether the answer came from the response cache (no model ran for this job).
+    pub cached: bool,
+    /// When the node took the job, Unix milliseconds.
+    pub created_ms: u64,
+    /// When it finished (done or failed), Unix milliseconds.
+    pub finished_ms: Option<u64>,
+    /// Tokens in the templated prompt (when done).
+    pub prompt_tokens: Option<u32>,
+    /// Tokens generated (when done).
+    pub completion_tokens: Option<u32>,
+    /// `stop` or `length` (when done).
+    pub finish_reason: Option<String>,
+    /// Why the job failed (when failed).
+    pub error: Option<String>,
+    /// The escrow paying for the job, when this node paid a provider for it (the latest one if
+    /// the job failed over to another provider).
+    pub payment: Option<JobPayment>,
 }
 
 /// The `mycel` JSON-RPC namespace served by every node.
@@ -177,10 +253,15 @@ pub trait MycelApi {
     #[method(name = "chat")]
     async fn chat(&self, request: ChatRequest) -> RpcResult<ChatResponse>;
 
-    /// `mycel_chatStream` (WebSocket): like `mycel_chat`, streamed as `mycel_chatChunk`
+    /// `mycel_subscribeChat` (WebSocket): like `mycel_chat`, streamed as `mycel_chatChunk`
     /// notifications; the server ends the subscription after the last chunk.
-    #[subscription(name = "chatStream" => "chatChunk", unsubscribe = "chatStreamUnsubscribe", item = ChatChunk)]
-    async fn chat_stream(&self, request: ChatRequest) -> SubscriptionResult;
+    #[subscription(name = "subscribeChat" => "chatChunk", unsubscribe = "unsubscribeChat", item = ChatChunk)]
+    async fn subscribe_chat(&self, request: ChatRequest) -> SubscriptionResult;
+
+    /// `mycel_jobStatus`: a job this node took (by its completion id), or
+    /// [`error_codes::JOB_NOT_FOUND`].
+    #[method(name = "jobStatus")]
+    async fn job_status(&self, id: String) -> RpcResult<JobStatus>;
 }
 
 #[cfg(test)]
@@ -199,5 +280,19 @@ mod tests {
             bad.is_err(),
             "a misspelt field must be an error, not ignored"
         );
+    }
+
+    #[test]
+    fn job_state_is_lowercase_and_new_fields_default_for_older_nodes() {
+        assert_eq!(
+            serde_json::to_string(&JobState::Running).expect("serializes"),
+            "\"running\""
+        );
+        let old_chunk: ChatChunk = serde_json::from_str(
+            r#"{"delta":"hi","finish_reason":null,"usage":null,"served_by":"did:key:z","remote":false,"error":null}"#,
+        )
+        .expect("a chunk without id and cached parses");
+        assert!(old_chunk.id.is_empty());
+        assert!(!old_chunk.cached);
     }
 }

@@ -5,14 +5,34 @@
 use serde_json::{Value, json};
 
 /// Methods the document describes, in order (subscriptions included).
-pub const METHODS: [&str; 6] = [
+pub const METHODS: [&str; 15] = [
     "mycel_nodeInfo",
     "mycel_peers",
     "mycel_models",
     "mycel_chat",
-    "mycel_chatStream",
-    "mycel_chatStreamUnsubscribe",
+    "mycel_subscribeChat",
+    "mycel_unsubscribeChat",
+    "mycel_jobStatus",
+    "ledger_info",
+    "ledger_balance",
+    "ledger_account",
+    "ledger_block",
+    "ledger_history",
+    "ledger_submit",
+    "ledger_subscribeConfirmations",
+    "ledger_unsubscribeConfirmations",
 ];
+
+fn string_param(name: &str) -> Value {
+    json!({ "name": name, "required": true, "schema": { "type": "string" } })
+}
+
+fn ledger_errors() -> Value {
+    json!([
+        { "code": -32602, "message": "invalid params" },
+        { "code": -32010, "message": "this node keeps no ledger" }
+    ])
+}
 
 fn chat_request_param() -> Value {
     json!({ "name": "request", "required": true, "schema": { "$ref": "#/components/schemas/ChatRequest" } })
@@ -25,7 +45,7 @@ pub fn document(version: &str) -> Value {
         "info": {
             "title": "mycel node JSON-RPC API",
             "version": version,
-            "description": "Node info, peers, models and chat of a mycel node. Normative description: specs/rpc.md.",
+            "description": "Node info, peers, models, chat, job status and ledger of a mycel node. Normative description: specs/rpc.md.",
             "license": { "name": "Apache-2.0" }
         },
         "methods": [
@@ -61,15 +81,85 @@ pub fn document(version: &str) -> Value {
                 ]
             },
             {
-                "name": "mycel_chatStream",
+                "name": "mycel_subscribeChat",
                 "summary": "WebSocket subscription: streams the answer as `mycel_chatChunk` notifications.",
                 "params": [chat_request_param()],
                 "result": { "name": "subscription", "schema": { "type": "string" } }
             },
             {
-                "name": "mycel_chatStreamUnsubscribe",
-                "summary": "Ends a `mycel_chatStream` subscription.",
-                "params": [{ "name": "subscription", "required": true, "schema": { "type": "string" } }],
+                "name": "mycel_unsubscribeChat",
+                "summary": "Ends a `mycel_subscribeChat` subscription.",
+                "params": [string_param("subscription")],
+                "result": { "name": "unsubscribed", "schema": { "type": "boolean" } }
+            },
+            {
+                "name": "mycel_jobStatus",
+                "summary": "State, provider, token counts and payment of a chat job this node took, by its completion id (`chatcmpl-…`). The node remembers its latest 4096 jobs.",
+                "params": [string_param("id")],
+                "result": { "name": "job", "schema": { "$ref": "#/components/schemas/JobStatus" } },
+                "errors": [
+                    { "code": -32602, "message": "invalid params" },
+                    { "code": -32005, "message": "job not found" }
+                ]
+            },
+            {
+                "name": "ledger_info",
+                "summary": "Network, epochs, block counts, state root and the parameters wallets need.",
+                "params": [],
+                "result": { "name": "info", "schema": { "$ref": "#/components/schemas/LedgerInfo" } },
+                "errors": ledger_errors()
+            },
+            {
+                "name": "ledger_balance",
+                "summary": "Balances of an account (DID or 64-hex key); zero when unknown.",
+                "params": [string_param("account")],
+                "result": { "name": "balance", "schema": { "$ref": "#/components/schemas/BalanceInfo" } },
+                "errors": ledger_errors()
+            },
+            {
+                "name": "ledger_account",
+                "summary": "Chain head, balances and receivables of an account; null when it has neither.",
+                "params": [string_param("account")],
+                "result": { "name": "account", "schema": { "oneOf": [{ "$ref": "#/components/schemas/AccountView" }, { "type": "null" }] } },
+                "errors": ledger_errors()
+            },
+            {
+                "name": "ledger_block",
+                "summary": "A block by hash (64 hex); null when unknown.",
+                "params": [string_param("hash")],
+                "result": { "name": "block", "schema": { "oneOf": [{ "$ref": "#/components/schemas/BlockView" }, { "type": "null" }] } },
+                "errors": ledger_errors()
+            },
+            {
+                "name": "ledger_history",
+                "summary": "The latest blocks of an account's chain, newest first.",
+                "params": [string_param("account"), { "name": "limit", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } }],
+                "result": { "name": "blocks", "schema": { "type": "array", "items": { "$ref": "#/components/schemas/BlockView" } } },
+                "errors": ledger_errors()
+            },
+            {
+                "name": "ledger_submit",
+                "summary": "Validates, applies and gossips a wallet-signed block (canonical encoding, hex). Loopback clients or the node's bearer token only.",
+                "params": [string_param("block")],
+                "result": { "name": "submitted", "schema": { "$ref": "#/components/schemas/SubmitResult" } },
+                "errors": [
+                    { "code": -32602, "message": "invalid params" },
+                    { "code": -32010, "message": "this node keeps no ledger" },
+                    { "code": -32011, "message": "block rejected" },
+                    { "code": -32020, "message": "unauthorized" }
+                ]
+            },
+            {
+                "name": "ledger_subscribeConfirmations",
+                "summary": "WebSocket subscription: a `ledger_confirmation` notification per block the node confirms.",
+                "params": [],
+                "result": { "name": "subscription", "schema": { "type": "string" } },
+                "errors": ledger_errors()
+            },
+            {
+                "name": "ledger_unsubscribeConfirmations",
+                "summary": "Ends a `ledger_subscribeConfirmations` subscription.",
+                "params": [string_param("subscription")],
                 "result": { "name": "unsubscribed", "schema": { "type": "boolean" } }
             }
         ],
@@ -104,12 +194,57 @@ pub fn document(version: &str) -> Value {
                 "finish_reason": { "type": "string", "enum": ["stop", "length"] },
                 "usage": { "$ref": "#/components/schemas/Usage" },
                 "served_by": { "type": "string" }, "served_by_peer": { "type": "string" },
-                "remote": { "type": "boolean" }, "latency_ms": { "type": "integer" } } },
+                "remote": { "type": "boolean" }, "latency_ms": { "type": "integer" },
+                "cached": { "type": "boolean" } } },
             "ChatChunk": { "type": "object", "required": ["delta", "served_by", "remote"], "properties": {
                 "delta": { "type": "string" }, "finish_reason": { "type": ["string", "null"] },
                 "usage": { "oneOf": [{ "$ref": "#/components/schemas/Usage" }, { "type": "null" }] },
                 "served_by": { "type": "string" }, "remote": { "type": "boolean" },
-                "error": { "type": ["string", "null"] } } }
+                "error": { "type": ["string", "null"] }, "id": { "type": "string" },
+                "cached": { "type": "boolean" } } },
+            "JobStatus": { "type": "object", "required": ["id", "model", "state", "remote", "cached", "created_ms"], "properties": {
+                "id": { "type": "string" }, "model": { "type": "string" },
+                "state": { "type": "string", "enum": ["running", "done", "failed"] },
+                "served_by": { "type": ["string", "null"] }, "remote": { "type": "boolean" },
+                "cached": { "type": "boolean" }, "created_ms": { "type": "integer" },
+                "finished_ms": { "type": ["integer", "null"] },
+                "prompt_tokens": { "type": ["integer", "null"] }, "completion_tokens": { "type": ["integer", "null"] },
+                "finish_reason": { "type": ["string", "null"], "enum": ["stop", "length", null] },
+                "error": { "type": ["string", "null"] },
+                "payment": { "oneOf": [{ "type": "null" }, { "type": "object", "required": ["escrow", "job_id"], "properties": {
+                    "escrow": { "type": "string" }, "job_id": { "type": "string" } } }] } } },
+            "LedgerInfo": { "type": "object", "properties": {
+                "network": { "type": "string" }, "genesis_hash": { "type": "string" },
+                "epoch": { "type": "integer" }, "table_epoch": { "type": "integer" },
+                "epoch_secs": { "type": "integer" }, "start_time": { "type": "integer" },
+                "blocks": { "type": "integer" }, "confirmed": { "type": "integer" },
+                "unchecked": { "type": "integer" }, "elections": { "type": "integer" },
+                "state_root": { "type": "string" }, "supply": { "$ref": "#/components/schemas/Amount" },
+                "open_work_bits": { "type": "integer" }, "price_per_token": { "$ref": "#/components/schemas/Amount" },
+                "node_account": { "type": "string" }, "node_weight": { "$ref": "#/components/schemas/Amount" } } },
+            "Amount": { "type": "string", "pattern": "^[0-9]+$", "description": "µ-credits (10^6 per credit) as a decimal string" },
+            "BalanceInfo": { "type": "object", "required": ["account", "liquid", "bonded", "unbonding", "receivable"], "properties": {
+                "account": { "type": "string" }, "liquid": { "$ref": "#/components/schemas/Amount" },
+                "bonded": { "$ref": "#/components/schemas/Amount" },
+                "unbonding": { "type": "array", "items": { "type": "object", "properties": {
+                    "amount": { "$ref": "#/components/schemas/Amount" }, "release_epoch": { "type": "integer" } } } },
+                "receivable": { "$ref": "#/components/schemas/Amount" } } },
+            "AccountView": { "type": "object", "required": ["account", "public_key", "open", "height", "frontier", "epoch", "balance", "receivable"], "properties": {
+                "account": { "type": "string" }, "public_key": { "type": "string" }, "open": { "type": "boolean" },
+                "height": { "type": "integer" }, "frontier": { "type": "string" }, "epoch": { "type": "integer" },
+                "balance": { "$ref": "#/components/schemas/BalanceInfo" },
+                "receivable": { "type": "array", "items": { "type": "object", "properties": {
+                    "source": { "type": "string" }, "amount": { "$ref": "#/components/schemas/Amount" } } } },
+                "node_key": { "type": ["string", "null"] } } },
+            "BlockView": { "type": "object", "required": ["hash", "kind", "account", "height", "previous", "epoch", "confirmed", "body", "raw"], "properties": {
+                "hash": { "type": "string" }, "kind": { "type": "string" }, "account": { "type": "string" },
+                "height": { "type": "integer" }, "previous": { "type": "string" }, "epoch": { "type": "integer" },
+                "confirmed": { "type": "boolean" }, "body": { "type": "object" }, "raw": { "type": "string" } } },
+            "SubmitResult": { "type": "object", "required": ["hash", "status"], "properties": {
+                "hash": { "type": "string" }, "status": { "type": "string", "enum": ["applied", "queued", "contested"] } } },
+            "ConfirmationView": { "type": "object", "required": ["hash", "account", "height", "kind", "epoch"], "properties": {
+                "hash": { "type": "string" }, "account": { "type": "string" }, "height": { "type": "integer" },
+                "kind": { "type": "string" }, "epoch": { "type": "integer" } } }
         } }
     })
 }

@@ -2,6 +2,7 @@
 //! HTTP and WebSocket) on every other path, served as a tower service through axum's fallback;
 //! Prometheus metrics at `GET /metrics`.
 
+mod ledger;
 mod openai;
 mod rpc;
 
@@ -15,7 +16,49 @@ use tower::Service;
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 
+pub use ledger::{block_view, parse_account};
 pub use openai::{ErrorBody, ErrorObject};
+
+/// Who is calling, as JSON-RPC methods see it (inserted into each request's extensions): state-changing
+/// methods require a trusted caller — a loopback client, or one presenting the node's bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Loopback address or valid bearer token.
+    pub trusted: bool,
+}
+
+fn caller(node: &Node, req: &axum::extract::Request) -> Caller {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let authorization = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    classify(peer, authorization, |t| node.rpc_token_matches(t))
+}
+
+/// Who is calling, from the peer's socket address (None when unknown) and the `Authorization`
+/// header: trusted when the peer is a loopback address (127.0.0.0/8, ::1, or IPv4 loopback mapped
+/// into IPv6) whatever the header says, or when the header is `Bearer <token>` (scheme in any case,
+/// surrounding spaces ignored) and `token_matches` accepts the token.
+fn classify(
+    peer: Option<std::net::SocketAddr>,
+    authorization: Option<&str>,
+    token_matches: impl FnOnce(&str) -> bool,
+) -> Caller {
+    let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+    let token = authorization
+        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .is_some_and(|t| !t.is_empty() && token_matches(t));
+    Caller {
+        trusted: loopback || token,
+    }
+}
 
 /// Largest HTTP request body (OpenAI and JSON-RPC alike).
 pub const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
@@ -70,9 +113,12 @@ pub fn router(node: Node) -> Result<Router> {
         .set_config(server_cfg)
         .to_service_builder()
         .build(module, stop_handle);
-    let fallback = move |req: axum::extract::Request| {
+    let rpc_node = node.clone();
+    let fallback = move |mut req: axum::extract::Request| {
         let mut svc = rpc_service.clone();
         let _keep = server_handle.clone();
+        let who = caller(&rpc_node, &req);
+        req.extensions_mut().insert(who);
         async move {
             match svc.call(req).await {
                 Ok(resp) => no_reply_to_notifications(resp.into_response()).await,
@@ -87,4 +133,57 @@ pub fn router(node: Node) -> Result<Router> {
         .with_state(node)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn who(peer: Option<&str>, authorization: Option<&str>) -> bool {
+        let peer = peer.map(|p| p.parse::<SocketAddr>().expect("socket address"));
+        classify(peer, authorization, |t| t == "s3cret").trusted
+    }
+
+    #[test]
+    fn loopback_peers_are_trusted_whatever_the_token() {
+        for peer in [
+            "127.0.0.1:5000",
+            "127.8.9.10:1",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert!(who(Some(peer), None), "{peer}");
+            assert!(who(Some(peer), Some("Bearer wrong")), "{peer}");
+            assert!(who(Some(peer), Some("garbage")), "{peer}");
+        }
+    }
+
+    #[test]
+    fn remote_peers_need_the_right_bearer_token() {
+        let remote = Some("192.0.2.7:5000");
+        assert!(!who(remote, None));
+        assert!(!who(remote, Some("Bearer wrong")));
+        assert!(!who(remote, Some("Bearer s3cret!")));
+        assert!(!who(remote, Some("Basic s3cret")));
+        assert!(!who(remote, Some("s3cret")));
+        assert!(!who(remote, Some("Bearer ")));
+        assert!(!who(Some("[::ffff:192.0.2.7]:1"), Some("Bearer x")));
+        assert!(who(remote, Some("Bearer s3cret")));
+        assert!(who(remote, Some("bearer s3cret")));
+        assert!(who(remote, Some("  Bearer   s3cret  ")));
+        assert!(who(Some("[2001:db8::1]:443"), Some("BEARER s3cret")));
+        // No peer address (not served through a socket): only the token counts.
+        assert!(!who(None, None));
+        assert!(who(None, Some("Bearer s3cret")));
+    }
+
+    #[test]
+    fn an_empty_token_never_matches() {
+        // Even a matcher that would accept anything is not asked about an empty token.
+        let peer = "192.0.2.7:5000".parse().ok();
+        assert!(!classify(peer, Some("Bearer"), |_| true).trusted);
+        assert!(!classify(peer, Some("Bearer    "), |_| true).trusted);
+    }
 }

@@ -266,9 +266,9 @@ pub(super) async fn chat_completions(
     };
     let served_by = HeaderValue::from_str(&chat.served_by.to_string()).ok();
     let mut resp = if stream {
-        sse_response(&node, chat, started)
+        sse_response(chat, started)
     } else {
-        json_response(&node, chat, started).await
+        json_response(chat, started).await
     };
     if let Some(v) = served_by {
         resp.headers_mut().insert(SERVED_BY_HEADER, v);
@@ -282,6 +282,7 @@ fn mycel_field(chat: &ChatStream, started: Instant) -> Value {
         "served_by_peer": chat.served_by_peer.to_base58(),
         "remote": chat.remote,
         "latency_ms": started.elapsed().as_millis() as u64,
+        "cached": chat.cached,
     })
 }
 
@@ -293,14 +294,14 @@ fn usage(a: &ChatAnswer) -> Value {
     })
 }
 
-async fn json_response(node: &Node, mut chat: ChatStream, started: Instant) -> Response {
+async fn json_response(mut chat: ChatStream, started: Instant) -> Response {
     let events = std::mem::replace(&mut chat.events, mpsc::channel(1).1);
     let answer = match crate::chat::collect(events).await {
         Ok(a) => a,
         Err(e) => return ApiError::from(e).into_response(),
     };
     Json(json!({
-        "id": node.next_completion_id(),
+        "id": chat.id,
         "object": "chat.completion",
         "created": now_secs(),
         "model": chat.model,
@@ -316,8 +317,8 @@ async fn json_response(node: &Node, mut chat: ChatStream, started: Instant) -> R
     .into_response()
 }
 
-fn sse_response(node: &Node, mut chat: ChatStream, started: Instant) -> Response {
-    let id = node.next_completion_id();
+fn sse_response(mut chat: ChatStream, started: Instant) -> Response {
+    let id = chat.id.clone();
     let created = now_secs();
     let (tx, mut rx) = mpsc::channel::<Result<Event, Infallible>>(SSE_CHANNEL_CAPACITY);
     let mut events = std::mem::replace(&mut chat.events, mpsc::channel(1).1);

@@ -7,14 +7,18 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::{RpcResult, SubscriptionResult, async_trait};
 use jsonrpsee::types::ErrorObjectOwned;
 use mycel_models::{ChatMessage, Role};
+use mycel_rpc_api::ledger::LedgerApiServer;
 use mycel_rpc_api::{
-    ChatChunk, ChatRequest, ChatResponse, ModelInfo, MycelApiServer, NodeInfo, PeerInfo, Usage,
-    error_codes,
+    ChatChunk, ChatRequest, ChatResponse, JobStatus, ModelInfo, MycelApiServer, NodeInfo, PeerInfo,
+    Usage, error_codes,
 };
 
 use crate::chat::{self, ChatAnswer, ChatEvent, ChatJob, SamplingRequest};
 use crate::error::NodeError;
 use crate::node::Node;
+
+/// Longest job id `mycel_jobStatus` accepts (ids are `chatcmpl-` and at most 32 hex digits).
+const MAX_JOB_ID_LEN: usize = 64;
 
 struct RpcImpl {
     node: Node,
@@ -23,7 +27,8 @@ struct RpcImpl {
 /// The RPC module with every `mycel_*` method.
 pub(super) fn module(node: Node) -> Result<RpcModule<()>, jsonrpsee::core::RegisterMethodError> {
     let mut m = RpcModule::new(());
-    m.merge(RpcImpl { node }.into_rpc())?;
+    m.merge(RpcImpl { node: node.clone() }.into_rpc())?;
+    m.merge(super::ledger::LedgerRpc { node }.into_rpc())?;
     // OpenRPC service discovery (https://spec.open-rpc.org/#service-discovery-method).
     let doc = mycel_rpc_api::openrpc::document(env!("CARGO_PKG_VERSION"));
     m.register_method("rpc.discover", move |_, _, _| doc.clone())?;
@@ -110,7 +115,7 @@ impl MycelApiServer for RpcImpl {
         let stream = self.node.chat(job).await.map_err(rpc_error)?;
         let answer = chat::collect(stream.events).await.map_err(rpc_error)?;
         Ok(ChatResponse {
-            id: self.node.next_completion_id(),
+            id: stream.id,
             model: stream.model,
             usage: usage(&answer),
             content: answer.text,
@@ -119,10 +124,11 @@ impl MycelApiServer for RpcImpl {
             served_by_peer: stream.served_by_peer.to_base58(),
             remote: stream.remote,
             latency_ms: started.elapsed().as_millis() as u64,
+            cached: stream.cached,
         })
     }
 
-    async fn chat_stream(
+    async fn subscribe_chat(
         &self,
         pending: PendingSubscriptionSink,
         request: ChatRequest,
@@ -146,6 +152,8 @@ impl MycelApiServer for RpcImpl {
             served_by: stream.served_by.to_string(),
             remote: stream.remote,
             error: None,
+            id: stream.id.clone(),
+            cached: stream.cached,
         };
         while let Some(ev) = stream.events.recv().await {
             let (c, last) = match ev {
@@ -173,5 +181,25 @@ impl MycelApiServer for RpcImpl {
             }
         }
         Ok(())
+    }
+
+    async fn job_status(&self, id: String) -> RpcResult<JobStatus> {
+        if id.is_empty() || id.len() > MAX_JOB_ID_LEN {
+            return Err(ErrorObjectOwned::owned(
+                error_codes::INVALID_PARAMS,
+                format!("a job id is 1..={MAX_JOB_ID_LEN} bytes (`chatcmpl-…`)"),
+                None::<()>,
+            ));
+        }
+        self.node.job_status(&id).ok_or_else(|| {
+            ErrorObjectOwned::owned(
+                error_codes::JOB_NOT_FOUND,
+                format!(
+                    "no job `{id}` here: this node never took it, or it is older than the latest {} jobs it remembers",
+                    crate::jobs::MAX_JOBS
+                ),
+                None::<()>,
+            )
+        })
     }
 }

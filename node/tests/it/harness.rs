@@ -22,6 +22,7 @@ pub async fn start_provider() -> RunningNode {
         config: Config::loopback(Vec::new()),
         models: BTreeMap::from([(TINY_MODEL_ID.to_string(), Arc::new(tiny))]),
         info_file: None,
+        ledger: None,
     })
     .await
     .unwrap()
@@ -35,6 +36,7 @@ pub async fn start_forwarder(to: &RunningNode) -> RunningNode {
         config: Config::loopback(vec![addr]),
         models: BTreeMap::new(),
         info_file: None,
+        ledger: None,
     })
     .await
     .unwrap()
@@ -136,4 +138,40 @@ pub async fn get(url: String) -> HttpReply {
 
 pub fn url(node: &RunningNode, path: &str) -> String {
     format!("http://{}{path}", node.http_addr)
+}
+
+/// The value of one Prometheus series in `node`'s `/metrics` scrape (0 when the series has not
+/// been created yet, as labelled counters appear on first use).
+pub async fn metric(node: &RunningNode, series: &str) -> f64 {
+    let scrape = get(url(node, "/metrics")).await.body;
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// POSTs a JSON body with an `Authorization` header.
+pub async fn post_with_auth(url: String, body: String, authorization: &str) -> HttpReply {
+    let authorization = authorization.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("authorization", &authorization)
+            .send(body.as_bytes())
+            .unwrap();
+        HttpReply {
+            status: resp.status().as_u16(),
+            served_by: None,
+            body: resp.body_mut().read_to_string().unwrap(),
+        }
+    })
+    .await
+    .unwrap()
 }

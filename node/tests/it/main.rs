@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cache;
 mod cli;
 mod failover;
 mod harness;
+mod ledger;
 mod metrics;
 mod openai;
 mod p2p;
 mod real_model;
 mod rpc;
+mod sim;

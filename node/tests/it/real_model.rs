@@ -52,6 +52,7 @@ async fn real_model_answers_through_a_forwarding_node() {
         config,
         models: BTreeMap::from([(DEFAULT_CHAT_MODEL.to_string(), Arc::new(model))]),
         info_file: None,
+        ledger: None,
     })
     .await
     .unwrap();

@@ -72,7 +72,7 @@ async fn rpc_chat_stream_over_websocket_on_the_same_port() {
         client.node_info().await.unwrap().did,
         pair.b.node.did().to_string()
     );
-    let mut sub = client.chat_stream(request("tiny")).await.unwrap();
+    let mut sub = client.subscribe_chat(request("tiny")).await.unwrap();
     let mut text = String::new();
     let mut pieces = 0;
     let last = loop {
@@ -99,7 +99,7 @@ async fn rpc_chat_stream_over_websocket_on_the_same_port() {
 
     let mut bad = request("tiny");
     bad.temperature = Some(9.0);
-    match client.chat_stream(bad).await {
+    match client.subscribe_chat(bad).await {
         Err(ClientError::Call(e)) => assert_eq!(e.code(), error_codes::INVALID_PARAMS),
         other => panic!("expected invalid params, got {:?}", other.map(|_| ())),
     }
@@ -284,7 +284,7 @@ async fn websocket_disconnect_mid_stream_frees_the_session() {
             .unwrap();
         let mut long = request("tiny");
         long.max_tokens = Some(200);
-        let mut sub = client.chat_stream(long).await.unwrap();
+        let mut sub = client.subscribe_chat(long).await.unwrap();
         // Wait until A is generating for this client.
         loop {
             let chunk = tokio::time::timeout(Duration::from_secs(30), sub.next())
@@ -322,4 +322,199 @@ async fn websocket_disconnect_mid_stream_frees_the_session() {
     assert!(answer.usage.completion_tokens >= 1);
     assert!(started.elapsed() < Duration::from_secs(15));
     pair.shutdown().await;
+}
+
+/// `mycel_jobStatus` follows a job from both routes: running while it streams (with its provider),
+/// done with its token counts, failed when the client leaves; unknown ids get `JOB_NOT_FOUND`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_status_follows_jobs_from_both_routes() {
+    use std::time::{Duration, Instant};
+
+    use mycel_rpc_api::JobState;
+
+    let pair = Pair::start().await;
+    let a_did = pair.a.node.did().to_string();
+    let client = HttpClientBuilder::default()
+        .build(url(&pair.b, "/"))
+        .unwrap();
+
+    // mycel_chat: the response id is the job id.
+    let answer = client.chat(request("tiny")).await.unwrap();
+    let s = client.job_status(answer.id.clone()).await.unwrap();
+    assert_eq!(s.id, answer.id);
+    assert_eq!(s.model, "tiny");
+    assert_eq!(s.state, JobState::Done);
+    assert_eq!(s.served_by.as_deref(), Some(a_did.as_str()));
+    assert!(s.remote && !s.cached);
+    assert_eq!(s.prompt_tokens, Some(answer.usage.prompt_tokens));
+    assert_eq!(s.completion_tokens, Some(answer.usage.completion_tokens));
+    assert_eq!(
+        s.finish_reason.as_deref(),
+        Some(answer.finish_reason.as_str())
+    );
+    assert_eq!(s.error, None);
+    assert_eq!(s.payment, None, "B keeps no ledger: nothing was paid");
+    let finished = s.finished_ms.expect("finished");
+    assert!(s.created_ms > 0 && s.created_ms <= finished);
+
+    // The OpenAI route: its completion id is a job id too.
+    let reply = crate::harness::post(
+        url(&pair.b, "/v1/chat/completions"),
+        serde_json::json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4, "temperature": 0.5})
+        .to_string(),
+    )
+    .await;
+    let v = reply.json();
+    let id = v["id"].as_str().unwrap().to_string();
+    let s = client.job_status(id).await.unwrap();
+    assert_eq!(s.state, JobState::Done);
+    assert_eq!(
+        s.completion_tokens,
+        v["usage"]["completion_tokens"].as_u64().map(|n| n as u32)
+    );
+
+    // A slow stream is running, with its provider known, until the client leaves.
+    pair.a.node.set_generation_delay(Duration::from_millis(100));
+    let ws = jsonrpsee::ws_client::WsClientBuilder::default()
+        .build(format!("ws://{}", pair.b.http_addr))
+        .await
+        .unwrap();
+    let mut long = request("tiny");
+    long.max_tokens = Some(200);
+    let mut sub = ws.subscribe_chat(long).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("chunk in time")
+        .expect("open")
+        .unwrap();
+    assert!(first.id.starts_with("chatcmpl-"), "{first:?}");
+    let s = client.job_status(first.id.clone()).await.unwrap();
+    assert_eq!(s.state, JobState::Running);
+    assert_eq!(s.served_by.as_deref(), Some(a_did.as_str()));
+    assert_eq!(s.finished_ms, None);
+    drop(sub);
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = client.job_status(first.id.clone()).await.unwrap();
+        if s.state != JobState::Running {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned job never ended: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s.state, JobState::Failed);
+    assert!(s.error.unwrap().contains("cancelled"));
+
+    // Unknown and malformed ids.
+    match client.job_status("chatcmpl-0".into()).await {
+        Err(ClientError::Call(e)) => assert_eq!(e.code(), error_codes::JOB_NOT_FOUND),
+        other => panic!("expected job not found, got {other:?}"),
+    }
+    match client.job_status("x".repeat(65)).await {
+        Err(ClientError::Call(e)) => assert_eq!(e.code(), error_codes::INVALID_PARAMS),
+        other => panic!("expected invalid params, got {other:?}"),
+    }
+    // A's jobs are A's: B's job ids are unknown there.
+    let on_a = HttpClientBuilder::default()
+        .build(url(&pair.a, "/"))
+        .unwrap();
+    match on_a.job_status(answer.id).await {
+        Err(ClientError::Call(e)) => assert_eq!(e.code(), error_codes::JOB_NOT_FOUND),
+        other => panic!("expected job not found, got {other:?}"),
+    }
+    pair.shutdown().await;
+}
+
+/// The bearer-token gate of state-changing methods, seen through HTTP: a loopback client is trusted
+/// even with a wrong token; a client on another address needs the right one. The node here keeps no
+/// ledger, so a trusted `ledger_submit` gets past the gate and is answered "no ledger" (-32010),
+/// while an untrusted one is refused first (-32020).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_gate_trusts_loopback_and_checks_others() {
+    use std::collections::BTreeMap;
+
+    use mycel_identity::Keypair;
+    use mycel_node::config::{Config, RpcToken};
+    use mycel_node::{RunningNode, StartOptions};
+    use serde_json::json;
+
+    use crate::harness::{post, post_with_auth};
+
+    let submit =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ledger_submit", "params": ["00"]}).to_string();
+    let code = |v: serde_json::Value| v["error"]["code"].as_i64().unwrap();
+    let start = |http: std::net::SocketAddr| async move {
+        RunningNode::start(StartOptions {
+            key: Keypair::generate(),
+            config: Config {
+                http,
+                rpc_token: Some(RpcToken("s3cret".into())),
+                ..Config::loopback(Vec::new())
+            },
+            models: BTreeMap::new(),
+            info_file: None,
+            ledger: None,
+        })
+        .await
+        .unwrap()
+    };
+
+    let node = start("127.0.0.1:0".parse().unwrap()).await;
+    let endpoint = url(&node, "/");
+    for auth in ["Bearer wrong", "Bearer s3cret", "Basic Zm9vOmJhcg=="] {
+        let v = post_with_auth(endpoint.clone(), submit.clone(), auth)
+            .await
+            .json();
+        assert_eq!(
+            code(v),
+            i64::from(error_codes::LEDGER_UNAVAILABLE),
+            "loopback with `{auth}`"
+        );
+    }
+    node.shutdown().await;
+
+    // Reaching the node through a non-loopback address of this machine makes the client
+    // non-loopback. Skipped where the machine has no such address.
+    let Some(ip) = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    else {
+        println!("SKIPPED the non-loopback half: this machine has no routable address");
+        return;
+    };
+    let node = start(std::net::SocketAddr::new(ip, 0)).await;
+    let endpoint = url(&node, "/");
+    for auth in ["Bearer wrong", "Basic s3cret", "s3cret"] {
+        let v = post_with_auth(endpoint.clone(), submit.clone(), auth)
+            .await
+            .json();
+        assert_eq!(
+            code(v),
+            i64::from(error_codes::UNAUTHORIZED),
+            "{ip} with `{auth}`"
+        );
+    }
+    let v = post(endpoint.clone(), submit.clone()).await.json();
+    assert_eq!(
+        code(v),
+        i64::from(error_codes::UNAUTHORIZED),
+        "{ip} without a token"
+    );
+    let v = post_with_auth(endpoint, submit, "Bearer s3cret")
+        .await
+        .json();
+    assert_eq!(
+        code(v),
+        i64::from(error_codes::LEDGER_UNAVAILABLE),
+        "{ip} with the token"
+    );
+    node.shutdown().await;
 }

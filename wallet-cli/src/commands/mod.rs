@@ -3,5 +3,6 @@
 pub mod credential;
 pub mod did;
 pub mod key;
+pub mod ledger;
 pub mod node;
 pub mod signature;

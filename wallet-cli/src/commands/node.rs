@@ -1,71 +1,26 @@
-//! Commands that talk to a node over JSON-RPC: `chat`, `node status`, `peers`, `models`.
+//! Commands that talk to a node over JSON-RPC: `chat`, `node status`, `peers`, `models`, `job`.
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use jsonrpsee::core::client::Error as RpcError;
-use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
-use jsonrpsee::ws_client::WsClientBuilder;
-use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient, error_codes};
+use mycel_rpc_api::{ChatMessage, ChatRequest, JobState, JobStatus, MycelApiClient};
 use serde_json::json;
 
 use crate::Report;
 use crate::cli::ChatArgs;
 use crate::context::Context;
 use crate::error::{CliError, CliResult, Kind};
+use crate::rpc::{Endpoint, runtime};
 
 /// Most messages an interactive session keeps (oldest turns are dropped first).
 const MAX_HISTORY: usize = 32;
 
-fn runtime() -> CliResult<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Kind::Internal, format!("starting the async runtime: {e}")))
-}
-
-fn rpc_error(url: &str, e: RpcError) -> CliError {
-    match e {
-        RpcError::Call(obj) => {
-            let kind = match obj.code() {
-                error_codes::MODEL_NOT_FOUND => Kind::NotFound,
-                error_codes::INVALID_PARAMS => Kind::Invalid,
-                _ => Kind::Node,
-            };
-            CliError::new(kind, format!("the node refused: {}", obj.message()))
-        }
-        other => CliError::new(
-            Kind::Node,
-            format!(
-                "cannot reach the node at {url}: {other} (is `mycel-node up` running? see --rpc)"
-            ),
-        ),
-    }
-}
-
-fn http_client(url: &str) -> CliResult<HttpClient> {
-    HttpClientBuilder::default()
-        .build(url)
-        .map_err(|e| CliError::new(Kind::Invalid, format!("bad --rpc URL `{url}`: {e}")))
-}
-
-/// The WebSocket URL of the same endpoint.
-fn ws_url(url: &str) -> String {
-    if let Some(rest) = url.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        url.to_owned()
-    }
-}
-
 /// `mycel node status`.
-pub fn status(url: &str) -> CliResult<Report> {
+pub fn status(node: &Endpoint) -> CliResult<Report> {
     runtime()?.block_on(async {
-        let client = http_client(url)?;
-        let info = client.node_info().await.map_err(|e| rpc_error(url, e))?;
-        let peers = client.peers().await.map_err(|e| rpc_error(url, e))?;
-        let models = client.models().await.map_err(|e| rpc_error(url, e))?;
+        let client = node.http()?;
+        let info = client.node_info().await.map_err(|e| node.error(e))?;
+        let peers = client.peers().await.map_err(|e| node.error(e))?;
+        let models = client.models().await.map_err(|e| node.error(e))?;
         let mut text = format!(
             "did:      {}\npeer id:  {}\nversion:  {}\nhttp:     {}\n",
             info.did, info.peer_id, info.version, info.http_url
@@ -93,12 +48,9 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// `mycel peers`.
-pub fn peers(url: &str) -> CliResult<Report> {
+pub fn peers(node: &Endpoint) -> CliResult<Report> {
     runtime()?.block_on(async {
-        let peers = http_client(url)?
-            .peers()
-            .await
-            .map_err(|e| rpc_error(url, e))?;
+        let peers = node.http()?.peers().await.map_err(|e| node.error(e))?;
         let mut text = String::new();
         for p in &peers {
             let rtt = p
@@ -120,12 +72,9 @@ pub fn peers(url: &str) -> CliResult<Report> {
 }
 
 /// `mycel models`.
-pub fn models(url: &str) -> CliResult<Report> {
+pub fn models(node: &Endpoint) -> CliResult<Report> {
     runtime()?.block_on(async {
-        let models = http_client(url)?
-            .models()
-            .await
-            .map_err(|e| rpc_error(url, e))?;
+        let models = node.http()?.models().await.map_err(|e| node.error(e))?;
         let mut text = String::new();
         for m in &models {
             let place = if m.local { "local" } else { "remote" };
@@ -140,6 +89,80 @@ pub fn models(url: &str) -> CliResult<Report> {
         }
         Ok(Report::new(text, json!({ "models": models })))
     })
+}
+
+/// `mycel job <id>`.
+pub fn job(id: &str, node: &Endpoint) -> CliResult<Report> {
+    runtime()?.block_on(async {
+        let status = node
+            .http()?
+            .job_status(id.to_owned())
+            .await
+            .map_err(|e| node.error(e))?;
+        Ok(Report::new(describe_job(&status), json!(status)))
+    })
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+fn unix_ms(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms after 1970"))
+}
+
+/// The text form of a job's status.
+fn describe_job(s: &JobStatus) -> String {
+    let state = match s.state {
+        JobState::Running => "running",
+        JobState::Done => "done",
+        JobState::Failed => "failed",
+    };
+    let mut text = format!(
+        "job:      {}\nstate:    {state}\nmodel:    {}\n",
+        s.id, s.model
+    );
+    let place = if s.remote {
+        "another node"
+    } else {
+        "this node"
+    };
+    match &s.served_by {
+        Some(did) if s.cached => text.push_str(&format!(
+            "served:   from the node's cache (first answered by {did}, {place})\n"
+        )),
+        Some(did) => text.push_str(&format!("served:   {did} ({place})\n")),
+        None => text.push_str("served:   not yet (finding a provider)\n"),
+    }
+    text.push_str(&format!("created:  {}\n", unix_ms(s.created_ms)));
+    if let Some(done) = s.finished_ms {
+        text.push_str(&format!(
+            "finished: {} ({} ms)\n",
+            unix_ms(done),
+            done.saturating_sub(s.created_ms)
+        ));
+    }
+    if let (Some(p), Some(c)) = (s.prompt_tokens, s.completion_tokens) {
+        let reason = s.finish_reason.as_deref().unwrap_or("-");
+        text.push_str(&format!(
+            "tokens:   {p} prompt, {c} completion (finish: {reason})\n"
+        ));
+    }
+    if let Some(error) = &s.error {
+        text.push_str(&format!("error:    {error}\n"));
+    }
+    match &s.payment {
+        Some(p) => text.push_str(&format!(
+            "payment:  escrow {} (job id {})\n",
+            p.escrow, p.job_id
+        )),
+        None => text.push_str("payment:  none\n"),
+    }
+    text
 }
 
 fn request(args: &ChatArgs, messages: Vec<ChatMessage>) -> ChatRequest {
@@ -162,7 +185,7 @@ fn message(role: &str, content: &str) -> ChatMessage {
 }
 
 /// `mycel chat`: one question, or an interactive session when no prompt is given.
-pub fn chat(args: ChatArgs, url: &str, ctx: &Context) -> CliResult<Report> {
+pub fn chat(args: ChatArgs, node: &Endpoint, ctx: &Context) -> CliResult<Report> {
     let mut history: Vec<ChatMessage> = Vec::new();
     if let Some(system) = &args.system {
         history.push(message("system", system));
@@ -172,15 +195,15 @@ pub fn chat(args: ChatArgs, url: &str, ctx: &Context) -> CliResult<Report> {
         history.push(message("user", prompt));
         if ctx.json {
             let answer = rt.block_on(async {
-                http_client(url)?
+                node.http()?
                     .chat(request(&args, history))
                     .await
-                    .map_err(|e| rpc_error(url, e))
+                    .map_err(|e| node.error(e))
             })?;
             let text = answer.content.clone();
             return Ok(Report::new(text, json!(answer)));
         }
-        let (_, served_by) = rt.block_on(stream_answer(url, request(&args, history), ctx))?;
+        let (_, served_by) = rt.block_on(stream_answer(node, request(&args, history), ctx))?;
         return Ok(Report::new(
             String::new(),
             json!({ "served_by": served_by }),
@@ -194,7 +217,10 @@ pub fn chat(args: ChatArgs, url: &str, ctx: &Context) -> CliResult<Report> {
     }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("Chatting through {url}. An empty line or Ctrl-D ends the session.");
+        eprintln!(
+            "Chatting through {}. An empty line or Ctrl-D ends the session.",
+            node.url
+        );
     }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -210,7 +236,7 @@ pub fn chat(args: ChatArgs, url: &str, ctx: &Context) -> CliResult<Report> {
             break;
         }
         history.push(message("user", line.trim()));
-        let (answer, _) = rt.block_on(stream_answer(url, request(&args, history.clone()), ctx))?;
+        let (answer, _) = rt.block_on(stream_answer(node, request(&args, history.clone()), ctx))?;
         history.push(message("assistant", &answer));
         // Keep the system message, drop the oldest turns.
         let keep_from = usize::from(args.system.is_some());
@@ -223,16 +249,16 @@ pub fn chat(args: ChatArgs, url: &str, ctx: &Context) -> CliResult<Report> {
 }
 
 /// Streams one answer to stdout over a WebSocket subscription; returns the text and the serving DID.
-async fn stream_answer(url: &str, req: ChatRequest, ctx: &Context) -> CliResult<(String, String)> {
-    let ws = ws_url(url);
-    let client = WsClientBuilder::default()
-        .build(&ws)
-        .await
-        .map_err(|e| rpc_error(&ws, e))?;
+async fn stream_answer(
+    node: &Endpoint,
+    req: ChatRequest,
+    ctx: &Context,
+) -> CliResult<(String, String)> {
+    let client = node.ws().await?;
     let mut sub = client
-        .chat_stream(req)
+        .subscribe_chat(req)
         .await
-        .map_err(|e| rpc_error(&ws, e))?;
+        .map_err(|e| node.error(e))?;
     let mut out = std::io::stdout().lock();
     let mut answer = String::new();
     let mut served_by = String::new();
@@ -255,9 +281,18 @@ async fn stream_answer(url: &str, req: ChatRequest, ctx: &Context) -> CliResult<
                 .usage
                 .map(|u| format!(", {} tokens", u.completion_tokens))
                 .unwrap_or_default();
-            let place = if chunk.remote { "remote" } else { "local" };
+            let place = match (chunk.cached, chunk.remote) {
+                (true, _) => "cached",
+                (false, true) => "remote",
+                (false, false) => "local",
+            };
+            let job = if chunk.id.is_empty() {
+                String::new()
+            } else {
+                format!("; job {}", chunk.id)
+            };
             ctx.note(format!(
-                "[{reason}{usage}; answered by {served_by} ({place})]"
+                "[{reason}{usage}; answered by {served_by} ({place}){job}]"
             ));
             finished = true;
             break;
@@ -270,4 +305,54 @@ async fn stream_answer(url: &str, req: ChatRequest, ctx: &Context) -> CliResult<
         ));
     }
     Ok((answer, served_by))
+}
+
+#[cfg(test)]
+mod tests {
+    use mycel_rpc_api::JobPayment;
+
+    use super::*;
+
+    #[test]
+    fn a_job_reads_as_text() {
+        let mut s = JobStatus {
+            id: "chatcmpl-1".into(),
+            model: "tiny".into(),
+            state: JobState::Done,
+            served_by: Some("did:key:z6MkA".into()),
+            remote: true,
+            cached: false,
+            created_ms: 1_700_000_000_000,
+            finished_ms: Some(1_700_000_000_250),
+            prompt_tokens: Some(12),
+            completion_tokens: Some(8),
+            finish_reason: Some("length".into()),
+            error: None,
+            payment: Some(JobPayment {
+                escrow: "ab".repeat(32),
+                job_id: "cd".repeat(32),
+            }),
+        };
+        let text = describe_job(&s);
+        assert!(text.contains("state:    done"), "{text}");
+        assert!(text.contains("did:key:z6MkA (another node)"), "{text}");
+        assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
+        assert!(text.contains("(250 ms)"), "{text}");
+        assert!(
+            text.contains("12 prompt, 8 completion (finish: length)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("escrow {}", "ab".repeat(32))),
+            "{text}"
+        );
+        s.state = JobState::Running;
+        s.served_by = None;
+        s.finished_ms = None;
+        s.payment = None;
+        let text = describe_job(&s);
+        assert!(text.contains("not yet"), "{text}");
+        assert!(text.contains("payment:  none"), "{text}");
+        assert!(!text.contains("finished"), "{text}");
+    }
 }

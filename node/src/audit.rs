@@ -1,0 +1,285 @@
+//! Audits of paid jobs (`/mycel/audit/1.0.0`, specs/wire.md "Audits").
+//!
+//! When the sortition draw of a job's escrow says "audited", the requester — which holds the prompt,
+//! the answer and the countersigned receipt — sends them to each drawn validator. A validator checks
+//! that the receipt is genuine and that it holds seats of the draw, that the content matches the
+//! receipt's hashes, and scores the output tokens with one teacher-forced pass of its own copy of the
+//! model (`ChatModel::verify`: each token within the top-k or a logit margin). It answers with a
+//! signed verdict. Once verdicts of at least 2/3 of the seats agree, the requester gossips accepting
+//! ones (the worker claims with them) or posts a Slash with rejecting ones.
+//!
+//! Private jobs are never audited (their escrows carry the flag and the ledger never draws them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use mycel_identity::{Did, domains};
+use mycel_ledger::block::SignerSig;
+use mycel_ledger::receipt::verdict_message;
+use mycel_ledger::sortition::AuditDraw;
+use mycel_models::{ChatMessage, VerifyPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::chat::{ChatAnswer, ChatJob, ModelHost};
+use crate::ledger::wire::{AuditVerdicts, SettledReceipt};
+use crate::ledger::{Countersigned, LedgerHandle};
+use crate::network::NetworkHandle;
+
+/// The audit request-response protocol.
+pub const AUDIT_PROTOCOL: &str = "/mycel/audit/1.0.0";
+/// Largest audit request (prompt, answer and token ids).
+pub const MAX_AUDIT_REQUEST_BYTES: u64 = 1024 * 1024;
+/// Largest audit response.
+pub const MAX_AUDIT_RESPONSE_BYTES: u64 = 4 * 1024;
+/// Deadline of one audit (a validator scores the whole answer once).
+pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Audits a validator runs at once; more are refused as busy.
+pub const MAX_CONCURRENT_AUDITS: usize = 2;
+/// Inbound audit requests queued for the auditor task.
+pub const AUDIT_QUEUE: usize = 16;
+/// Most output tokens an audit scores.
+const MAX_AUDIT_TOKENS: usize = 4096;
+
+/// What the requester sends a drawn validator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRequest {
+    /// `receipt ‖ worker signature ‖ requester signature` (SettledReceipt encoding).
+    #[serde(with = "serde_bytes_vec")]
+    pub settled: Vec<u8>,
+    /// Model id.
+    pub model: String,
+    /// The conversation (its JSON hashes to the receipt's prompt hash).
+    pub messages: Vec<ChatMessage>,
+    /// The answer text (hashes to the receipt's output hash).
+    pub output: String,
+    /// The generated token ids (their decoding starts with `output`).
+    pub token_ids: Vec<u32>,
+}
+
+/// A validator's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditResponse {
+    /// A signed verdict on the receipt.
+    Verdict {
+        /// Whether the output passed.
+        accept: bool,
+        /// `sign("mycel/v1/verdict", receipt_hash ‖ accept)` by the validator's account key.
+        #[serde(with = "serde_bytes_vec")]
+        signature: Vec<u8>,
+    },
+    /// Not judged (not drawn, no model, busy, malformed request).
+    Refused(String),
+}
+
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// An inbound audit request handed from the network to the auditor.
+#[derive(Debug)]
+pub struct AuditInbound {
+    /// The asking peer.
+    pub peer: PeerId,
+    /// Answer handle for [`NetworkHandle::respond_audit`].
+    pub id: u64,
+    /// The request.
+    pub request: AuditRequest,
+}
+
+/// The validator side: judges inbound requests, at most [`MAX_CONCURRENT_AUDITS`] at once.
+pub async fn serve(
+    mut inbox: mpsc::Receiver<AuditInbound>,
+    host: Arc<ModelHost>,
+    ledger: LedgerHandle,
+    net: NetworkHandle,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_AUDITS));
+    while let Some(AuditInbound { peer, id, request }) = inbox.recv().await {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let _ = net
+                .respond_audit(id, AuditResponse::Refused("busy".into()))
+                .await;
+            continue;
+        };
+        let (host, ledger, net) = (host.clone(), ledger.clone(), net.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let response = match judge(request, &host, &ledger).await {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::debug!(%peer, %why, "audit refused");
+                    AuditResponse::Refused(why)
+                }
+            };
+            let _ = net.respond_audit(id, response).await;
+        });
+    }
+}
+
+async fn judge(
+    req: AuditRequest,
+    host: &ModelHost,
+    ledger: &LedgerHandle,
+) -> Result<AuditResponse, String> {
+    let settled = SettledReceipt::decode(&req.settled).map_err(|e| e.to_string())?;
+    let for_verdict = settled.clone();
+    ledger
+        .audit_check(settled.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let model = host
+        .model(&req.model)
+        .ok_or_else(|| format!("this node does not serve `{}`", req.model))?;
+    if req.token_ids.len() > MAX_AUDIT_TOKENS {
+        return Err("too many output tokens".into());
+    }
+    // The content must be what the worker signed and the requester countersigned.
+    let r = &settled.receipt;
+    let facts = crate::chat::job_facts(
+        &req.model,
+        &req.messages,
+        &req.output,
+        r.prompt_tokens,
+        r.output_tokens,
+    );
+    if facts.model != r.model || facts.prompt_hash != r.prompt_hash {
+        return Err("model or prompt does not match the receipt".into());
+    }
+    if facts.output_hash != r.output_hash || req.token_ids.len() != r.output_tokens as usize {
+        return Err("output does not match the receipt".into());
+    }
+    let accept = tokio::task::spawn_blocking(move || {
+        let prompt = model
+            .encode_chat(&req.messages)
+            .map_err(|e| e.to_string())?;
+        let decoded = model.tokenizer().decode(&req.token_ids, true);
+        // The tokens must spell the answer (a stop string may cut the text inside the last token).
+        let spelled = decoded.starts_with(&req.output);
+        let prompt_ok = prompt.len() == settled.receipt.prompt_tokens as usize;
+        let scored = model
+            .verify(&prompt, &req.token_ids, &VerifyPolicy::default())
+            .map_err(|e| e.to_string())?;
+        Ok::<bool, String>(spelled && prompt_ok && scored.accepted)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let verdict = ledger
+        .sign_verdict(for_verdict, accept)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(AuditResponse::Verdict {
+        accept,
+        signature: verdict.signature.as_bytes().to_vec(),
+    })
+}
+
+/// The requester side: asks every drawn validator (other than the job's parties) and acts once
+/// verdicts of 2/3 of the seats agree.
+pub async fn drive(
+    net: NetworkHandle,
+    ledger: LedgerHandle,
+    job: ChatJob,
+    answer: ChatAnswer,
+    countersigned: Countersigned,
+) {
+    let Countersigned { settled, audit } = countersigned;
+    let Some(draw) = audit else {
+        return;
+    };
+    let r = &settled.receipt;
+    let mut validators: Vec<_> = draw.seats.clone();
+    validators.sort();
+    validators.dedup();
+    validators.retain(|v| *v != r.worker && *v != r.requester);
+    let request = AuditRequest {
+        settled: settled.encode(),
+        model: job.model.clone(),
+        messages: job.messages.clone(),
+        output: answer.text.clone(),
+        token_ids: answer.token_ids.clone(),
+    };
+    let asks = validators.into_iter().map(|v| {
+        let (net, request) = (net.clone(), request.clone());
+        async move {
+            let did = v.did().ok()?;
+            let peer = did_peer(&did)?;
+            let resp = tokio::time::timeout(AUDIT_TIMEOUT, net.audit(peer, request))
+                .await
+                .ok()?
+                .ok()?;
+            match resp {
+                AuditResponse::Verdict { accept, signature } => {
+                    let sig: [u8; 64] = signature.as_slice().try_into().ok()?;
+                    Some((v, accept, mycel_identity::Signature::from_bytes(sig)))
+                }
+                AuditResponse::Refused(why) => {
+                    tracing::info!(validator = %v, %why, "validator did not judge");
+                    None
+                }
+            }
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let hash = r.hash();
+    for accept in [true, false] {
+        let message = verdict_message(&hash, accept);
+        let verdicts: Vec<SignerSig> = answers
+            .iter()
+            .flatten()
+            .filter(|(_, a, _)| *a == accept)
+            .filter(|(v, _, sig)| {
+                v.public_key()
+                    .is_ok_and(|k| k.verify(domains::VERDICT, &message, sig).is_ok())
+            })
+            .map(|(v, _, sig)| SignerSig {
+                signer: *v,
+                signature: *sig,
+            })
+            .collect();
+        let seats: usize = verdicts.iter().map(|v| draw.seats_of(&v.signer)).sum();
+        if quorum(&draw, seats) {
+            let outcome = AuditVerdicts {
+                settled: settled.clone(),
+                accept,
+                verdicts,
+            };
+            match ledger.audit_outcome(outcome).await {
+                Ok(()) => tracing::info!(escrow = %r.escrow, accept, "audit settled"),
+                Err(e) => tracing::warn!(error = %e, "audit outcome not applied"),
+            }
+            return;
+        }
+    }
+    tracing::info!(escrow = %r.escrow, "audit inconclusive: too few verdicts agreed");
+}
+
+fn quorum(draw: &AuditDraw, seats: usize) -> bool {
+    draw.is_quorum(seats)
+}
+
+fn did_peer(did: &Did) -> Option<PeerId> {
+    Some(did.peer_id())
+}

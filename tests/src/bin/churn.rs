@@ -1,0 +1,134 @@
+//! Churn simulation: `cargo run -p mycel-tests --bin churn -- [--quick | --short] [--nodes 30]
+//! [--out dir]`. Prints the figures, writes `churn.json`, `churn.md` and `churn.svg`, and exits 1
+//! when a goal is missed (2 when the run itself failed). Re-runs itself with single-threaded
+//! compute (see `mycel_tests::process`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mycel_tests::churn::{self, ChurnConfig};
+
+/// Churn simulation: replicas leave and join in waves while clients keep asking.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Short form: 30 replicas, 3 waves 20 s apart (about 2 minutes with set-up).
+    #[arg(long)]
+    quick: bool,
+    /// Test-suite form: 12 replicas, 2 waves 18 s apart (about a minute).
+    #[arg(long, conflicts_with = "quick")]
+    short: bool,
+    /// Replica nodes (providers of `tiny`; default: 30, or 12 with --short).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Client (forwarder) nodes the queries enter through.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Churn waves (default: 10, or 3 with --quick).
+    #[arg(long)]
+    waves: Option<usize>,
+    /// Seconds between waves (default: 30, or 20 with --quick).
+    #[arg(long)]
+    interval: Option<u64>,
+    /// Heartbeat interval of every node, in seconds.
+    #[arg(long)]
+    heartbeat: Option<u64>,
+    /// Seed of the plan (victims, joiners, query targets).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory for churn.json, churn.md and churn.svg.
+    #[arg(long, default_value = "target/simulations")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(code) = mycel_tests::process::rerun_with_single_threaded_compute() {
+        return code;
+    }
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let mut cfg = if args.quick {
+        ChurnConfig::quick()
+    } else if args.short {
+        ChurnConfig::short()
+    } else {
+        ChurnConfig::full()
+    };
+    if let Some(n) = args.nodes {
+        cfg.nodes = n;
+    }
+    if let Some(c) = args.clients {
+        cfg.clients = c;
+    }
+    if let Some(w) = args.waves {
+        cfg.waves = w;
+    }
+    if let Some(s) = args.interval {
+        cfg.wave_interval = std::time::Duration::from_secs(s);
+    }
+    if let Some(h) = args.heartbeat {
+        cfg.heartbeat_secs = h;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    let progress = |line: &str| eprintln!("[churn] {line}");
+    let report = match churn::run(&cfg, &progress).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("churn simulation failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", report.summary());
+    match mycel_tests::report::write(
+        &args.out,
+        "churn",
+        &report,
+        &report.to_markdown(),
+        &report.to_svg(),
+    ) {
+        Ok(paths) => {
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot write the report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if report.goals_met() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("a goal was missed");
+        ExitCode::FAILURE
+    }
+}
+
+/// Node logs go to stderr, errors only unless `RUST_LOG` says otherwise (churn makes nodes warn a
+/// lot, by design).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
