@@ -105,7 +105,7 @@ pub struct ClaimBody {
     pub receipt: WorkReceipt,
     /// Worker's signature on the receipt.
     pub worker_sig: Signature,
-    /// Requester's countersignature.
+    /// Requester's countersignature; the audit draw depends on it (specs/ledger.md §7).
     pub requester_sig: Signature,
     /// Accepting verdicts of the drawn validators (empty when not audited).
     pub verdicts: Vec<SignerSig>,
@@ -120,6 +120,9 @@ pub struct SlashBody {
     pub receipt: WorkReceipt,
     /// Worker's signature on it.
     pub worker_sig: Signature,
+    /// Requester's countersignature: it proves the receipt was delivered and accepted for payment,
+    /// and the audit draw depends on it (specs/ledger.md §7).
+    pub requester_sig: Signature,
     /// Failing verdicts of the drawn validators.
     pub verdicts: Vec<SignerSig>,
 }
@@ -386,7 +389,8 @@ impl BlockData {
             BlockBody::Slash(s) => {
                 w.bytes(&s.escrow.0);
                 s.receipt.write(w);
-                w.bytes(s.worker_sig.as_bytes());
+                w.bytes(s.worker_sig.as_bytes())
+                    .bytes(s.requester_sig.as_bytes());
                 write_sigs(w, &s.verdicts);
             }
             BlockBody::Mint(m) => {
@@ -458,6 +462,7 @@ impl BlockData {
                 escrow: r.hash()?,
                 receipt: WorkReceipt::read(r)?,
                 worker_sig: Signature::from_bytes(r.array()?),
+                requester_sig: Signature::from_bytes(r.array()?),
                 verdicts: read_sigs(r)?,
             })),
             Kind::Mint => BlockBody::Mint(Box::new(MintBody {

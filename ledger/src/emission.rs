@@ -233,7 +233,7 @@ pub fn observe(ledger: &Ledger, epoch: u64) -> Vec<(AccountId, Contribution)> {
         if block.epoch != epoch || !ledger.is_confirmed(&block.hash()) {
             continue;
         }
-        let (escrow, verdicts) = match &block.body {
+        let (escrow, requester_sig, verdicts) = match &block.body {
             BlockBody::Claim(c) => {
                 let Some(e) = ledger.escrow(&c.escrow) else {
                     continue;
@@ -249,12 +249,12 @@ pub fn observe(ledger: &Ledger, epoch: u64) -> Vec<(AccountId, Contribution)> {
                 let work = c.receipt.price.0.saturating_mul(BPS) / p;
                 let slot = out.entry(block.account).or_default();
                 slot.work = Credits(slot.work.0.saturating_add(work));
-                (c.escrow, &c.verdicts)
+                (c.escrow, &c.requester_sig, &c.verdicts)
             }
-            BlockBody::Slash(s) => (s.escrow, &s.verdicts),
+            BlockBody::Slash(s) => (s.escrow, &s.requester_sig, &s.verdicts),
             _ => continue,
         };
-        let Some(draw) = ledger.audit_draw(&escrow) else {
+        let Some(draw) = ledger.audit_draw(&escrow, requester_sig) else {
             continue;
         };
         for v in verdicts {
@@ -489,7 +489,10 @@ mod tests {
             }
 
             fn verdicts(&self, e: &BlockHash, r: &WorkReceipt, accept: bool) -> Vec<SignerSig> {
-                let draw = self.ledger.audit_draw(e).expect("draw");
+                let draw = self
+                    .ledger
+                    .audit_draw(e, &r.countersign(&self.user))
+                    .expect("draw");
                 let mut v: Vec<SignerSig> = self
                     .vals
                     .iter()
@@ -576,6 +579,7 @@ mod tests {
                     body: BlockBody::Slash(Box::new(SlashBody {
                         escrow: e4,
                         worker_sig: r4.sign_as_worker(&w.worker),
+                        requester_sig: r4.countersign(&w.user),
                         receipt: r4,
                         verdicts: reject,
                     })),

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use mycel_identity::{PublicKey, SignedItem, domains, verify_batch};
+use mycel_identity::{PublicKey, Signature, SignedItem, domains, verify_batch};
 
 use crate::block::{
     Block, BlockBody, CheckpointBody, ClaimBody, MintBody, NODE_BIND, SignerSig, SlashBody,
@@ -345,18 +345,32 @@ impl Ledger {
             .unwrap_or_else(|| unreachable_epoch())
     }
 
-    /// The audit draw for an escrow (None when unknown or its epoch table is missing).
-    pub fn audit_draw(&self, escrow: &BlockHash) -> Option<AuditDraw> {
+    /// The audit draw of the job of `escrow` whose receipt the requester countersigned with
+    /// `requester_sig` (specs/ledger.md §7). None when the escrow or its epoch table is unknown.
+    ///
+    /// The signature is not verified here: the draw is meaningful only for a countersignature that
+    /// verifies, as the ledger requires of every Claim and Slash.
+    pub fn audit_draw(&self, escrow: &BlockHash, requester_sig: &Signature) -> Option<AuditDraw> {
         let e = self.escrow(escrow)?;
         let info = self.epoch_info(e.epoch)?;
-        Some(if e.private {
+        Some(Self::draw_for(e, info, requester_sig, self.params()))
+    }
+
+    /// The draw of an escrow's job: never audited when private.
+    fn draw_for(
+        e: &EscrowState,
+        info: &EpochInfo,
+        requester_sig: &Signature,
+        params: &Params,
+    ) -> AuditDraw {
+        if e.private {
             AuditDraw {
                 audited: false,
                 seats: Vec::new(),
             }
         } else {
-            draw(info, &e.job_id, self.params())
-        })
+            draw(info, &e.job_id, requester_sig, params)
+        }
     }
 
     /// True when the block is marked confirmed.
@@ -797,14 +811,8 @@ impl Ledger {
             return Err(LedgerError::Invalid("escrow expired"));
         }
         let params = self.params();
-        let audit = if e.private {
-            AuditDraw {
-                audited: false,
-                seats: Vec::new(),
-            }
-        } else {
-            draw(info, &e.job_id, params)
-        };
+        // The countersignature verified below decides the draw (§7).
+        let audit = Self::draw_for(e, info, &c.requester_sig, params);
         let receipt_bytes = c.receipt.encode();
         let worker_key = b.account.public_key()?;
         let requester_key = e.requester.public_key()?;
@@ -875,21 +883,32 @@ impl Ledger {
             return Err(LedgerError::Invalid("private jobs are never audited"));
         }
         let params = self.params();
-        let audit = draw(info, &e.job_id, params);
+        // As for a Claim, the requester's countersignature (verified below) decides the draw; it
+        // also proves the receipt was delivered and accepted for payment.
+        let audit = draw(info, &e.job_id, &s.requester_sig, params);
         if !audit.audited {
             return Err(LedgerError::Invalid("the job was not drawn for audit"));
         }
         Self::verdict_seats(&audit, &s.verdicts)?;
         let receipt_bytes = s.receipt.encode();
         let worker_key = e.worker.public_key()?;
+        let requester_key = e.requester.public_key()?;
         let verdict = verdict_message(&s.receipt.hash(), false);
         let vkeys = verdict_keys(&s.verdicts)?;
-        let mut items = vec![SignedItem {
-            domain: domains::RECEIPT,
-            message: &receipt_bytes,
-            signature: &s.worker_sig,
-            signer: &worker_key,
-        }];
+        let mut items = vec![
+            SignedItem {
+                domain: domains::RECEIPT,
+                message: &receipt_bytes,
+                signature: &s.worker_sig,
+                signer: &worker_key,
+            },
+            SignedItem {
+                domain: RECEIPT_COUNTERSIGN,
+                message: &receipt_bytes,
+                signature: &s.requester_sig,
+                signer: &requester_key,
+            },
+        ];
         push_verdicts(&mut items, &s.verdicts, &vkeys, &verdict);
         verify_batch(&items).map_err(|_| LedgerError::BadSignature("receipt or verdicts"))?;
 

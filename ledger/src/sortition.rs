@@ -1,4 +1,11 @@
 //! Deterministic stake-weighted audit draw (specs/ledger.md §7).
+//!
+//! The draw of a job depends on the requester's countersignature of its receipt, not only on
+//! values fixed when the escrow is posted: a worker learns whether it is audited only after it has
+//! committed to its output (the receipt it signed carries the output hash), so it cannot cheat on
+//! exactly the jobs that will not be audited.
+
+use mycel_identity::Signature;
 
 use crate::params::{BPS, Params};
 use crate::quorum::EpochInfo;
@@ -25,9 +32,19 @@ impl AuditDraw {
     }
 }
 
-/// Draws whether `job` is audited and by whom, from the epoch's seed and stake table.
-pub fn draw(info: &EpochInfo, job: &JobId, params: &Params) -> AuditDraw {
-    let r = domain_hash("mycel/v1/audit", &[&info.seed, &job.0]);
+/// Draws whether `job` is audited and by whom, from the seed and stake table of the escrow's epoch
+/// and `requester_sig`, the requester's countersignature of the job's receipt.
+///
+/// The caller must pass a countersignature that verifies (the ledger checks it in every Claim and
+/// Slash); any other value yields a draw the ledger never uses.
+pub fn draw(
+    info: &EpochInfo,
+    job: &JobId,
+    requester_sig: &Signature,
+    params: &Params,
+) -> AuditDraw {
+    let csig = requester_sig.as_bytes();
+    let r = domain_hash("mycel/v1/audit", &[&info.seed, &job.0, csig]);
     let x = u64::from_le_bytes(first::<8>(&r));
     let audited = u128::from(x) % BPS < u128::from(params.audit_bps);
     if !audited || info.total.is_zero() {
@@ -40,7 +57,7 @@ pub fn draw(info: &EpochInfo, job: &JobId, params: &Params) -> AuditDraw {
         .map(|i| {
             let h = domain_hash(
                 "mycel/v1/audit-seat",
-                &[&info.seed, &job.0, &i.to_le_bytes()],
+                &[&info.seed, &job.0, csig, &i.to_le_bytes()],
             );
             let target = u128::from_le_bytes(first::<16>(&h)) % info.total.0;
             pick(info, target)
@@ -75,6 +92,20 @@ mod tests {
     use super::*;
     use crate::types::Credits;
 
+    /// A distinct 64-byte value per `i` (the draw never verifies it).
+    fn sig(i: u32) -> Signature {
+        let mut b = [0x5au8; 64];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        Signature::from_bytes(b)
+    }
+
+    fn seven() -> EpochInfo {
+        let table = (1..=7u8)
+            .map(|i| (AccountId([i; 32]), Credits(u128::from(i) * 100)))
+            .collect();
+        EpochInfo::new(0, [7; 32], table).expect("table")
+    }
+
     #[test]
     fn draw_is_deterministic_and_stake_weighted() {
         let table = vec![
@@ -87,8 +118,8 @@ mod tests {
             audit_validators: 50,
             ..Params::default()
         };
-        let a = draw(&info, &JobId([3; 32]), &params);
-        assert_eq!(a, draw(&info, &JobId([3; 32]), &params));
+        let a = draw(&info, &JobId([3; 32]), &sig(0), &params);
+        assert_eq!(a, draw(&info, &JobId([3; 32]), &sig(0), &params));
         assert!(a.audited);
         let heavy = a.seats_of(&AccountId([1; 32]));
         assert!(
@@ -100,11 +131,102 @@ mod tests {
         for i in 0..2000u32 {
             let mut j = [0u8; 32];
             j[..4].copy_from_slice(&i.to_le_bytes());
-            audited += usize::from(draw(&info, &JobId(j), &p).audited);
+            audited += usize::from(draw(&info, &JobId(j), &sig(0), &p).audited);
         }
         assert!(
             (120..280).contains(&audited),
             "p = 10 % of 2000 jobs, got {audited}"
         );
+    }
+
+    /// For one escrow (seed and job id fixed), whether the job is audited and who holds the seats
+    /// are decided by the requester's countersignature: a worker knowing only the escrow cannot tell.
+    #[test]
+    fn draw_changes_with_the_requester_signature() {
+        let info = seven();
+        let job = JobId([3; 32]);
+        let p = Params::default();
+        let audited = (0..2000u32)
+            .filter(|i| draw(&info, &job, &sig(*i), &p).audited)
+            .count();
+        assert!(
+            (120..280).contains(&audited),
+            "p = 10 % of 2000 countersignatures, got {audited}"
+        );
+        let all = Params {
+            audit_bps: 10_000,
+            ..Params::default()
+        };
+        let mut seatings: Vec<Vec<AccountId>> = (0..200u32)
+            .map(|i| draw(&info, &job, &sig(i), &all).seats)
+            .collect();
+        assert_eq!(
+            draw(&info, &job, &sig(5), &all).seats,
+            seatings[5],
+            "deterministic"
+        );
+        seatings.sort();
+        seatings.dedup();
+        assert!(
+            seatings.len() > 150,
+            "7 seats over 7 validators: 200 signatures gave only {} seatings",
+            seatings.len()
+        );
+    }
+
+    /// The draw hashes exactly the bytes specs/ledger.md §7 lists, recomputed here by hand.
+    #[test]
+    fn draw_follows_the_spec_byte_layout() {
+        let info = seven();
+        let job = JobId([3; 32]);
+        let all = Params {
+            audit_bps: 10_000,
+            ..Params::default()
+        };
+        let hash = |parts: &[&[u8]]| {
+            let mut h = blake3::Hasher::new();
+            for p in parts {
+                h.update(p);
+            }
+            *h.finalize().as_bytes()
+        };
+        for i in 0..50u32 {
+            let s = sig(i);
+            let r = hash(&[b"mycel/v1/audit", &[0], &info.seed, &job.0, s.as_bytes()]);
+            let x = u64::from_le_bytes(first::<8>(&r));
+            for bps in [1_000u32, 5_000] {
+                let p = Params {
+                    audit_bps: bps,
+                    ..Params::default()
+                };
+                assert_eq!(
+                    draw(&info, &job, &s, &p).audited,
+                    x % 10_000 < u64::from(bps)
+                );
+            }
+            let seats: Vec<AccountId> = (0..all.audit_validators)
+                .map(|k| {
+                    let h = hash(&[
+                        b"mycel/v1/audit-seat",
+                        &[0],
+                        &info.seed,
+                        &job.0,
+                        s.as_bytes(),
+                        &k.to_le_bytes(),
+                    ]);
+                    let target = u128::from_le_bytes(first::<16>(&h)) % info.total.0;
+                    let mut acc = 0;
+                    info.table
+                        .iter()
+                        .find(|(_, stake)| {
+                            acc += stake.0;
+                            target < acc
+                        })
+                        .map(|(a, _)| *a)
+                        .expect("target < total")
+                })
+                .collect();
+            assert_eq!(draw(&info, &job, &s, &all).seats, seats);
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! Audits of paid jobs (`/mycel/audit/1.0.0`, specs/wire.md "Audits").
 //!
-//! When the sortition draw of a job's escrow says "audited", the requester — which holds the prompt,
-//! the answer and the countersigned receipt — sends them to each drawn validator. A validator checks
-//! that the receipt is genuine and that it holds seats of the draw, that the content matches the
-//! receipt's hashes, and scores the output tokens with one teacher-forced pass of its own copy of the
-//! model (`ChatModel::verify`: each token within the top-k or a logit margin). It answers with a
-//! signed verdict. Once verdicts of at least 2/3 of the seats agree, the requester gossips accepting
-//! ones (the worker claims with them) or posts a Slash with rejecting ones.
+//! When the sortition draw of a job says "audited" — it depends on the escrow and on the requester's
+//! countersignature of the receipt, so the worker learns it only after committing to its answer — the
+//! requester, which holds the prompt, the answer and the countersigned receipt, sends them to each
+//! drawn validator. A validator checks that the receipt is genuine and that it holds seats of the
+//! draw, that the content matches the receipt's hashes, and scores the output tokens with one
+//! teacher-forced pass of its own copy of the model (`ChatModel::verify`: each token within the
+//! top-k or a logit margin). It answers with a signed verdict. Once verdicts of at least 2/3 of the
+//! seats agree, the requester gossips accepting ones (the worker claims with them) or posts a Slash
+//! with rejecting ones.
 //!
 //! Private jobs are never audited (their escrows carry the flag and the ledger never draws them).
 

@@ -2,6 +2,12 @@
 //! candle's stock `quantized_llama` on the same cached model file (and llama.cpp when
 //! `llama-cpp-python` is installed), plus peak RSS. The measuring code is
 //! [`mycel_models::bench`].
+//!
+//! `mycel-node bench rpc` ([`rpc`]): time to first token and tokens/s through the node's JSON-RPC
+//! WebSocket and OpenAI SSE streams against the engine in process, and a load phase of many
+//! simultaneous streaming clients.
+
+mod rpc;
 
 use std::path::Path;
 use std::process::Command as Process;
@@ -25,6 +31,12 @@ const THREADS_ENV: &str = "RAYON_NUM_THREADS";
 pub enum BenchCommand {
     /// Prompt and generation tok/s: ours vs candle's stock llama (vs llama.cpp when available).
     Inference(InferenceArgs),
+    /// Streaming APIs vs the engine in process: TTFT and tok/s through JSON-RPC (WebSocket) and
+    /// OpenAI (SSE) as ratios of in-process inference, then N simultaneous streaming clients.
+    #[command(
+        after_help = "Examples:\n  mycel-node bench rpc\n  mycel-node bench rpc --clients 16 --duration 20\n  mycel-node --data-dir <dir> bench rpc --model smollm2-135m-instruct --tokens 32 --runs 3"
+    )]
+    Rpc(rpc::RpcArgs),
 }
 
 /// Options of `bench inference`.
@@ -48,6 +60,7 @@ pub struct InferenceArgs {
 pub fn run(data_dir: &Path, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Inference(args) => inference(data_dir, &args),
+        BenchCommand::Rpc(args) => rpc::run(data_dir, &args),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::node::ChatStream;
 
 /// Jobs remembered; the oldest is forgotten when a new one arrives.
 pub const MAX_JOBS: usize = 4096;
+/// Longest error message kept per job (bytes); a provider's message can be long.
+pub const MAX_ERROR_LEN: usize = 1024;
 /// The error recorded for a job whose caller went away before the answer was complete.
 pub const CANCELLED: &str = "cancelled: the client went away before the answer was complete";
 
@@ -161,7 +163,7 @@ impl JobRegistry {
 
     /// Records the escrow paying for the job (a failover to another provider pays anew).
     pub fn paid(&self, id: &str, payment: &Payment) {
-        self.update(id, |r| r.payment = Some(payment.clone()));
+        self.update(id, |r| r.payment = Some(*payment));
     }
 
     /// Records a complete answer.
@@ -177,8 +179,16 @@ impl JobRegistry {
         });
     }
 
-    /// Records a job that ended without a complete answer.
-    pub fn fail(&self, id: &str, error: String) {
+    /// Records a job that ended without a complete answer (the message cut to [`MAX_ERROR_LEN`]).
+    pub fn fail(&self, id: &str, mut error: String) {
+        if error.len() > MAX_ERROR_LEN {
+            let mut end = MAX_ERROR_LEN;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.truncate(end);
+            error.push('…');
+        }
         self.update(id, |r| {
             if r.state == JobState::Running {
                 r.state = JobState::Failed;
@@ -356,6 +366,10 @@ mod tests {
         );
         jobs.fail("j", "provider died".into());
         jobs.fail("j", "second reason".into());
+        jobs.start("long", "tiny");
+        jobs.fail("long", "é".repeat(MAX_ERROR_LEN));
+        let kept = jobs.get("long").and_then(|s| s.error).expect("error kept");
+        assert!(kept.len() <= MAX_ERROR_LEN + '…'.len_utf8() && kept.ends_with('…'));
         let s = jobs.get("j").expect("held");
         assert_eq!(s.state, JobState::Failed);
         assert_eq!(s.error.as_deref(), Some("provider died"));

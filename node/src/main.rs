@@ -48,7 +48,7 @@ enum Command {
     /// Manage models.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Measure performance (`bench inference`).
+    /// Measure performance (`bench inference`, `bench rpc`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Run a local devnet of N nodes in this process (loopback only) with a generated genesis and a

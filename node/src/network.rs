@@ -52,6 +52,8 @@ const MAX_PROVIDERS: usize = 16;
 const MAX_SYNC_STREAMS: usize = 16;
 /// Deadline of one ledger sync request.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
+/// Application scores set per command (the stake table holds at most 256 accounts).
+const MAX_APP_SCORES: usize = 1024;
 /// Idle connections are closed after this long.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Peers the block list holds at most; blocking more is refused.
@@ -97,6 +99,10 @@ pub struct PeerSnapshot {
     pub agent: Option<String>,
     /// Whether its heartbeats are current (a silent peer is down and never chosen as a provider).
     pub up: bool,
+    /// Queue depth from its latest heartbeat.
+    pub load: u32,
+    /// EWMA of ping round trips.
+    pub rtt_ewma: Option<Duration>,
 }
 
 enum Command {
@@ -148,6 +154,9 @@ enum Command {
     AuditRespond {
         id: u64,
         response: AuditResponse,
+    },
+    AppScores {
+        scores: Vec<(PeerId, f64)>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -311,6 +320,11 @@ impl NetworkHandle {
         self.send(Command::AuditRespond { id, response }).await
     }
 
+    /// Sets gossipsub's application-specific scores (P5) of peers (specs/scoring.md §6).
+    pub async fn set_app_scores(&self, scores: Vec<(PeerId, f64)>) -> Result<()> {
+        self.send(Command::AppScores { scores }).await
+    }
+
     /// Stops the actor and waits until the swarm is dropped.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
@@ -371,9 +385,13 @@ pub fn start(
                     .validate_messages()
                     .max_transmit_size(wire::MAX_GOSSIP_BYTES)
                     .build()?;
-                let gossipsub = gossipsub::Behaviour::new(
+                let mut gossipsub = gossipsub::Behaviour::new(
                     gossipsub::MessageAuthenticity::Signed(k.clone()),
                     gossip_cfg,
+                )?;
+                gossipsub.with_peer_score(
+                    gossip_score_params(),
+                    gossipsub::PeerScoreThresholds::default(),
                 )?;
                 let mdns = if mdns_on {
                     Some(mdns::tokio::Behaviour::new(
@@ -531,6 +549,43 @@ pub fn start(
     ))
 }
 
+/// Gossipsub peer scoring (specs/wire.md): P5 from the ledger (stake and audited work), P4 makes
+/// every rejected message cost its sender, P6 penalizes many peers behind one IP (loopback exempt, so
+/// local devnets and tests work), P3 is off (ledger and health topics are quiet by nature).
+fn gossip_score_params() -> gossipsub::PeerScoreParams {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 0.5,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 20.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ip_colocation_factor_whitelist: [std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    for t in [
+        wire::HEALTH_TOPIC,
+        ledger_wire::BLOCKS_TOPIC,
+        ledger_wire::VOTES_TOPIC,
+    ] {
+        params
+            .topics
+            .insert(IdentTopic::new(t).hash(), topic.clone());
+    }
+    params
+}
+
 fn dial_addr(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) {
     if let Some(Protocol::P2p(peer)) = addr.iter().last() {
         let base: Multiaddr = addr
@@ -652,6 +707,8 @@ impl Actor {
                         rtt: s.rtt,
                         agent: s.agent.clone(),
                         up: self.peers.is_up(p, now),
+                        load: s.load,
+                        rtt_ewma: s.rtt_ewma,
                     })
                     .collect();
                 let _ = reply.send(list);
@@ -739,6 +796,12 @@ impl Actor {
                         .behaviour_mut()
                         .audit
                         .send_response(channel, response);
+                }
+            }
+            Command::AppScores { scores } => {
+                let g = &mut self.swarm.behaviour_mut().gossipsub;
+                for (peer, score) in scores.into_iter().take(MAX_APP_SCORES) {
+                    g.set_application_score(&peer, score);
                 }
             }
             Command::Shutdown { .. } => {}

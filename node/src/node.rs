@@ -323,6 +323,77 @@ impl Node {
         })
     }
 
+    /// Orders providers by the routing score (specs/scoring.md): repeated randomized picks weighted by
+    /// stake, ledger-confirmed reputation, latency and load, with probation for new accounts and one
+    /// slot per /24 and per account. Without a ledger the heartbeat order (cheapest first) stays.
+    async fn rank(&self, providers: Vec<PeerId>) -> Vec<PeerId> {
+        use crate::scoring::{Candidate, PickContext, ScoringParams, Subnet, pick};
+        let Some(ledger) = &self.inner.ledger else {
+            return providers;
+        };
+        if providers.len() < 2 {
+            return providers;
+        }
+        let peers = self.inner.net.peers().await.unwrap_or_default();
+        let accounts: Vec<mycel_ledger::AccountId> = providers
+            .iter()
+            .filter_map(|p| Did::from_peer_id(p).ok())
+            .map(|d| mycel_ledger::AccountId(*d.public_key().as_bytes()))
+            .collect();
+        if accounts.len() != providers.len() {
+            return providers;
+        }
+        let Ok(standing) = ledger.standing(accounts.clone()).await else {
+            return providers;
+        };
+        let Some(epoch) = standing.first().map(|s| s.epoch) else {
+            return providers;
+        };
+        let min_bond = standing.first().map(|s| s.typical_bond).unwrap_or_default();
+        let mut cands: Vec<Candidate> = providers
+            .iter()
+            .zip(accounts)
+            .zip(standing)
+            .map(|((peer, account), st)| {
+                let snap = peers.iter().find(|s| s.peer_id == *peer);
+                let ip = snap
+                    .and_then(|s| s.addrs.first())
+                    .and_then(|a| {
+                        a.iter().find_map(|p| match p {
+                            Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                            Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                Candidate {
+                    peer: *peer,
+                    account,
+                    subnet: Subnet::of(ip),
+                    stake: st.stake,
+                    reputation: st.reputation,
+                    latency_ewma_ms: snap
+                        .and_then(|s| s.rtt_ewma)
+                        .map(|d| d.as_secs_f64() * 1000.0),
+                    queue_depth: snap.map_or(0, |s| s.load),
+                    specialization: 1.0,
+                    first_seen_epoch: st.first_seen_epoch,
+                }
+            })
+            .collect();
+        let params = ScoringParams::default();
+        let ctx = PickContext { epoch, min_bond };
+        let mut rng = rand::rng();
+        let mut order = Vec::with_capacity(cands.len());
+        while let Some(i) = pick(&cands, &ctx, &params, &mut rng) {
+            order.push(cands.swap_remove(i).peer);
+        }
+        // Providers the score leaves out (below the bond, one slot per /24 or account) come last:
+        // better an unscored answer than none.
+        order.extend(cands.into_iter().map(|c| c.peer));
+        order
+    }
+
     /// The job as sent to `worker`: with an escrow that pays for it when this node keeps a ledger and
     /// can afford it (else unpaid, which the worker may still serve).
     async fn pay_for(&self, job: &ChatJob, worker: &Did) -> ChatJob {
@@ -366,6 +437,7 @@ impl Node {
             .into_iter()
             .filter(|p| !tried.contains(p))
             .collect();
+        let providers = self.rank(providers).await;
         if providers.is_empty() {
             return Err(NodeError::ModelNotFound(job.model.clone()));
         }

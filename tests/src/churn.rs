@@ -16,7 +16,8 @@
 //! - **recovery** of a wave: from its first departure until coverage is full and stays full to the
 //!   end of the wave's window (missing when it never came back). Goal ≤ 15 s, with the joins
 //!   themselves spread over the first 10 s. Reported too: the part after the wave's last join.
-//! - **ledger agreement**: not measured yet — see [`ledger_agreement`].
+//! - **ledger agreement**: every live node's ledger state root, compared at the end; not measured
+//!   while TestNet nodes run without a ledger — see [`ledger_agreement`].
 //!
 //! The plan (victims, kill or stop, fresh node or restart, join times, query targets) comes from a
 //! seed; the timing is real.
@@ -287,21 +288,63 @@ pub enum LedgerAgreement {
         /// Why.
         reason: String,
     },
-    /// Measured: how many live nodes agree on the ledger head.
+    /// Measured: how many live nodes with a ledger agree on its state root.
     Measured {
-        /// Live nodes asked.
+        /// Live nodes that answered `ledger_info`.
         nodes: usize,
-        /// Nodes in the largest group with the same head.
+        /// Nodes in the largest group with the same state root.
         agreeing: usize,
     },
 }
 
-/// HOOK(ledger): once nodes keep a ledger, ask every live node for its head (frontier hash or
-/// checkpoint) through JSON-RPC and return [`LedgerAgreement::Measured`]; add a goal for it to
-/// [`ChurnReport::goals_met`]. Until then the report says plainly that it was not measured.
-pub async fn ledger_agreement(_net: &TestNet) -> LedgerAgreement {
-    LedgerAgreement::NotMeasured {
-        reason: "the node does not keep a ledger yet".into(),
+/// How long the ledger check waits for the live nodes' state roots to agree.
+const LEDGER_SETTLE: Duration = Duration::from_secs(15);
+
+/// Asks every live node for `ledger_info` and compares the state roots ("equal on nodes holding
+/// the same blocks"), polling up to 15 s for them to agree.
+///
+/// HOOK(ledger): TestNet starts nodes without a ledger (`StartOptions::ledger` is `None`), so every
+/// node answers "no ledger" and this reports [`LedgerAgreement::NotMeasured`]. Once the harness
+/// gives nodes a shared genesis (and the churn moves some credits), the same code measures, and
+/// [`ChurnReport::goals_met`] then requires every live node to agree.
+pub async fn ledger_agreement(net: &TestNet) -> LedgerAgreement {
+    let started = Instant::now();
+    loop {
+        let mut roots: Vec<String> = Vec::new();
+        let mut first_error = None;
+        for i in net.live() {
+            match net.rpc(i, "ledger_info", serde_json::json!([])).await {
+                Ok(info) => match info["state_root"].as_str() {
+                    Some(root) => roots.push(root.to_string()),
+                    None => first_error = first_error.or(Some(format!("node {i}: {info}"))),
+                },
+                // The message alone: the report should not carry this run's addresses.
+                Err(Error::Protocol { message, .. }) => {
+                    first_error = first_error.or(Some(format!("node {i}: {message}")))
+                }
+                Err(e) => first_error = first_error.or(Some(format!("node {i}: {e}"))),
+            }
+        }
+        if roots.is_empty() {
+            return LedgerAgreement::NotMeasured {
+                reason: format!(
+                    "no live node keeps a ledger (TestNet starts nodes without a genesis); {}",
+                    first_error.unwrap_or_else(|| "no live node".into())
+                ),
+            };
+        }
+        let agreeing = roots
+            .iter()
+            .map(|r| roots.iter().filter(|x| *x == r).count())
+            .max()
+            .unwrap_or(0);
+        if agreeing == roots.len() || started.elapsed() >= LEDGER_SETTLE {
+            return LedgerAgreement::Measured {
+                nodes: roots.len(),
+                agreeing,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -345,9 +388,13 @@ pub struct ChurnReport {
 }
 
 impl ChurnReport {
-    /// Whether every goal was met.
+    /// Whether every goal was met (ledger agreement counts once it is measured).
     pub fn goals_met(&self) -> bool {
-        self.success_goal_met && self.recovery_goal_met
+        let ledger_ok = match self.ledger {
+            LedgerAgreement::NotMeasured { .. } => true,
+            LedgerAgreement::Measured { nodes, agreeing } => agreeing == nodes,
+        };
+        self.success_goal_met && self.recovery_goal_met && ledger_ok
     }
 
     /// The figures in a few lines (for the terminal).
@@ -514,7 +561,7 @@ impl ChurnReport {
         }
         Chart {
             title: format!(
-                "Churn: {} replicas, {} waves of {:.0}%",
+                "Churn: {} replicas, waves: {}, {:.0}% leave per wave",
                 self.config.nodes,
                 self.config.waves,
                 self.config.churn_fraction * 100.0
@@ -524,7 +571,8 @@ impl ChurnReport {
             y2_label: "replicas".into(),
             x_max: self.duration_s,
             y_max: 100.0,
-            y2_max: max_seen as f64,
+            // Headroom, so the target line does not run along the top edge.
+            y2_max: max_seen as f64 * 1.2,
             series: vec![
                 Series {
                     name: "answered % (5 s buckets)".into(),
@@ -616,7 +664,6 @@ pub async fn run(cfg: &ChurnConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<
                 heartbeat_interval_secs: cfg.heartbeat_secs,
                 ..Config::loopback(Vec::new())
             },
-            ..NetOptions::default()
         },
     )
     .await?;

@@ -593,7 +593,7 @@ impl HttpClient {
 
 /// Whether an `upstream_failed` error message says that every provider tried refused as busy.
 ///
-/// A forwarder reports "no provider answered for model \`m\`: <peer>: Busy: …; <peer>: Busy: …"
+/// A forwarder reports `` no provider answered for model `m`: PEER: Busy: …; PEER: Busy: … ``
 /// as HTTP 502 `upstream_failed` (JSON-RPC -32002) even when the only trouble was load; clients
 /// retry a 503 but not a 502. Until the node reports that case as busy, the simulations read the
 /// reasons: only when *every* one is `Busy` is the refusal counted as shed load.

@@ -14,7 +14,9 @@
 //!   time-to-first-token and total latency percentiles, and process memory over time
 //!   (`cargo run -p mycel-tests --bin load`).
 //!
-//! Reports are written as JSON, Markdown and a hand-written SVG plot ([`report`], [`plot`]).
+//! Reports are written as JSON, Markdown and a hand-written SVG plot ([`report`], [`plot`]), with
+//! percentiles from [`stats`] and memory from [`memory`]. Many nodes in one process need
+//! single-threaded model compute ([`process`]); the binaries and the test suite arrange it.
 
 pub mod churn;
 pub mod client;

@@ -55,11 +55,27 @@ pub struct Chart {
 }
 
 const W: f64 = 960.0;
-const H: f64 = 420.0;
+const H: f64 = 450.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 70.0;
 const TOP: f64 = 40.0;
-const BOTTOM: f64 = 90.0;
+const BOTTOM: f64 = 120.0;
+/// Height of one legend row.
+const LEGEND_ROW: f64 = 18.0;
+
+/// The smallest of 1, 2, 2.5, 5 × 10^k that is at least `v` (axis ends that divide into five
+/// readable ticks).
+fn nice_ceiling(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let base = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * base)
+        .find(|&c| c >= v * (1.0 - 1e-9))
+        .unwrap_or(10.0 * base)
+}
 
 /// Escapes text for SVG.
 fn esc(s: &str) -> String {
@@ -75,8 +91,8 @@ impl Chart {
         let pw = W - LEFT - RIGHT;
         let ph = H - TOP - BOTTOM;
         let x_max = if self.x_max > 0.0 { self.x_max } else { 1.0 };
-        let y_max = if self.y_max > 0.0 { self.y_max } else { 1.0 };
-        let y2_max = if self.y2_max > 0.0 { self.y2_max } else { 1.0 };
+        let y_max = nice_ceiling(self.y_max);
+        let y2_max = nice_ceiling(self.y2_max);
         let sx = |x: f64| LEFT + (x / x_max).clamp(0.0, 1.0) * pw;
         let sy = |y: f64, axis: Axis| {
             let m = if axis == Axis::Left { y_max } else { y2_max };
@@ -197,10 +213,20 @@ impl Chart {
                 esc(&self.y2_label)
             );
         }
-        // Legend in one row under the axis label.
+        // Legend under the axis label, wrapped into as many rows as it needs.
         let mut lx = LEFT;
-        let ly = H - 22.0;
+        let mut ly = TOP + ph + 60.0;
+        let mut place = |width: f64| {
+            if lx > LEFT && lx + width > W - 10.0 {
+                lx = LEFT;
+                ly += LEGEND_ROW;
+            }
+            let at = (lx, ly);
+            lx += width;
+            at
+        };
         for series in &self.series {
+            let (lx, ly) = place(40.0 + 7.0 * series.name.chars().count() as f64);
             let dash = if series.dashed {
                 r#" stroke-dasharray="6,4""#
             } else {
@@ -220,9 +246,9 @@ impl Chart {
                 lx + 26.0,
                 esc(&series.name)
             );
-            lx += 40.0 + 7.0 * series.name.chars().count() as f64;
         }
         if !self.spans.is_empty() && !self.span_label.is_empty() {
+            let (lx, ly) = place(40.0 + 7.0 * self.span_label.chars().count() as f64);
             let _ = writeln!(
                 s,
                 r##"<rect x="{lx:.1}" y="{:.1}" width="18" height="10" fill="#f4b6b6"/>"##,
@@ -251,6 +277,17 @@ fn tick(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_ends_are_nice() {
+        assert_eq!(nice_ceiling(100.0), 100.0);
+        assert_eq!(nice_ceiling(36.0), 50.0);
+        assert_eq!(nice_ceiling(21.0), 25.0);
+        assert_eq!(nice_ceiling(0.7), 1.0);
+        assert_eq!(nice_ceiling(89.7), 100.0);
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(f64::NAN), 1.0);
+    }
 
     #[test]
     fn svg_has_every_series_marker_and_escapes_text() {

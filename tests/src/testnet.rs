@@ -10,10 +10,14 @@
 //!
 //! Providers serve the built-in `tiny` random-weight model. Its weights depend only on a fixed seed,
 //! so the harness loads it once and every provider shares the same `Arc` (memory stays flat with
-//! the node count; each generation still gets its own session).
+//! the node count; each generation still gets its own session). With more than a handful of nodes,
+//! run the process with `CANDLE_NUM_THREADS=1` ([`crate::process`] explains why).
+//!
+//! Partitions use the node's peer block list (`NetworkHandle::block_peer`); link delay is emulated
+//! by a loopback TCP relay ([`crate::delay`]), since the node has no transport-level delay knob.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -644,14 +648,6 @@ impl TestNet {
     /// Calls a JSON-RPC method of node `i` over HTTP.
     pub async fn rpc(&self, i: usize, method: &str, params: Value) -> Result<Value> {
         client::rpc_call(self.http_addr(i)?, method, params).await
-    }
-
-    /// Paths of the data directories of every node (for reports and debugging).
-    pub fn data_dirs(&self) -> Vec<PathBuf> {
-        self.slots
-            .iter()
-            .map(|s| s.dir.path().to_path_buf())
-            .collect()
     }
 }
 

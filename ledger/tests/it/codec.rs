@@ -102,6 +102,7 @@ fn arb_body() -> impl Strategy<Value = BlockBody> {
                 escrow,
                 receipt,
                 worker_sig: Signature::from_bytes([3; 64]),
+                requester_sig: Signature::from_bytes([4; 64]),
                 verdicts,
             }))
         }),
@@ -190,6 +191,65 @@ fn unknown_version_kind_and_oversize_are_refused() {
     v[1] = 0;
     assert!(Block::decode(&v).is_err());
     assert!(Block::decode(&vec![0u8; MAX_BLOCK_BYTES + 1]).is_err());
+}
+
+/// Claim and Slash bodies follow specs/ledger.md §2.2 byte for byte: `escrow ‖ receipt (281 B) ‖
+/// worker_sig ‖ requester_sig ‖ u16 count ‖ (validator ‖ sig)*`; a Slash without the requester's
+/// countersignature (the layout before it was added) does not decode.
+#[test]
+fn claim_and_slash_bodies_have_the_spec_layout() {
+    let k = key(7, 1);
+    let r = receipt(
+        BlockHash([4; 32]),
+        JobId([5; 32]),
+        id(&k),
+        AccountId([6; 32]),
+        Credits(77),
+    );
+    let verdicts = vec![SignerSig {
+        signer: AccountId([1; 32]),
+        signature: Signature::from_bytes([9; 64]),
+    }];
+    let claim = BlockBody::Claim(Box::new(ClaimBody {
+        escrow: BlockHash([4; 32]),
+        receipt: r.clone(),
+        worker_sig: Signature::from_bytes([1; 64]),
+        requester_sig: Signature::from_bytes([2; 64]),
+        verdicts: verdicts.clone(),
+    }));
+    let slash = BlockBody::Slash(Box::new(SlashBody {
+        escrow: BlockHash([4; 32]),
+        receipt: r.clone(),
+        worker_sig: Signature::from_bytes([1; 64]),
+        requester_sig: Signature::from_bytes([2; 64]),
+        verdicts,
+    }));
+    for (code, body) in [(0x09u8, claim), (0x0A, slash)] {
+        let block = Block::sign(
+            BlockData {
+                account: id(&k),
+                height: 1,
+                previous: BlockHash([3; 32]),
+                epoch: 2,
+                body,
+            },
+            &k,
+        );
+        let bytes = block.encode();
+        assert_eq!(bytes[1], code);
+        let body = &bytes[82..bytes.len() - 64];
+        assert_eq!(body.len(), 32 + 281 + 64 + 64 + 2 + 32 + 64);
+        assert_eq!(&body[..32], &[4; 32]);
+        assert_eq!(&body[32..313], r.encode().as_slice());
+        assert_eq!(&body[313..377], &[1; 64]);
+        assert_eq!(&body[377..441], &[2; 64]);
+        assert_eq!(&body[441..443], &1u16.to_le_bytes());
+        assert_eq!(&body[443..475], &[1; 32]);
+        assert_eq!(&body[475..539], &[9; 64]);
+        let mut without = bytes.clone();
+        without.drain(82 + 377..82 + 441);
+        assert!(Block::decode(&without).is_err());
+    }
 }
 
 /// xorshift64*: a fast deterministic generator for the mutation loop.
@@ -287,6 +347,16 @@ fn corpus() -> Vec<Block> {
                 mint_epoch: 1,
                 recipients: vec![(other, Credits(3))],
                 qc: sigs.clone(),
+            })),
+        ),
+        mk(
+            8,
+            BlockBody::Slash(Box::new(SlashBody {
+                escrow: BlockHash([4; 32]),
+                receipt: r,
+                worker_sig: Signature::from_bytes([1; 64]),
+                requester_sig: Signature::from_bytes([2; 64]),
+                verdicts: sigs.clone(),
             })),
         ),
         mk(

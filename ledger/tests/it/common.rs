@@ -1,6 +1,6 @@
 //! Shared builders for the tests.
 
-use mycel_identity::{Keypair, SecretKey};
+use mycel_identity::{Keypair, SecretKey, Signature};
 use mycel_ledger::block::SignerSig;
 use mycel_ledger::genesis::GenesisAccount;
 use mycel_ledger::quorum::sign_qc;
@@ -71,15 +71,19 @@ pub fn receipt(
     }
 }
 
-/// Verdicts from every drawn seat holder among `validators` (sorted by signer).
+/// Verdicts from every seat holder among `validators` of the draw that `requester_sig` (the
+/// receipt's countersignature) decides (sorted by signer).
 pub fn verdicts(
     ledger: &Ledger,
     escrow: &BlockHash,
     r: &WorkReceipt,
+    requester_sig: &Signature,
     validators: &[Keypair],
     accept: bool,
 ) -> Vec<SignerSig> {
-    let draw = ledger.audit_draw(escrow).expect("escrow and epoch known");
+    let draw = ledger
+        .audit_draw(escrow, requester_sig)
+        .expect("escrow and epoch known");
     let mut out: Vec<SignerSig> = validators
         .iter()
         .filter(|k| draw.seats_of(&id(k)) > 0)

@@ -1,12 +1,14 @@
 //! Every block kind through the real ledger API: happy paths and the rules that must refuse.
 
-use mycel_identity::Keypair;
+use mycel_identity::{Keypair, Signature};
 use mycel_ledger::block::{CheckpointBody, MintBody, SlashBody};
 use mycel_ledger::quorum::{CHECKPOINT, MINT};
+use mycel_ledger::sortition::AuditDraw;
+use mycel_ledger::types::domain_hash;
 use mycel_ledger::wallet::EscrowTerms;
 use mycel_ledger::{
-    Block, BlockBody, BlockData, BlockHash, Credits, Dependency, JobId, Ledger, LedgerError,
-    MemoryStore, Processed, RedbStore, StoredLedger, Wallet,
+    AccountId, Block, BlockBody, BlockData, BlockHash, Credits, Dependency, JobId, Ledger,
+    LedgerError, MemoryStore, Processed, RedbStore, StoredLedger, Wallet, WorkReceipt,
 };
 
 use crate::common::*;
@@ -198,9 +200,9 @@ fn escrow_claim_pays_worker_validators_and_refunds_rest_once() {
         let (e, job_id) = escrow(&mut w, job, 10, 5, 0);
         let r = receipt(e, job_id, id(&w.worker), id(&w.user), Credits::whole(8));
         let csig = r.countersign(&w.user);
-        let draw = w.ledger.audit_draw(&e).unwrap();
+        let draw = w.ledger.audit_draw(&e, &csig).unwrap();
         audited_seen[usize::from(draw.audited)] = true;
-        let v = verdicts(&w.ledger, &e, &r, &w.signers(), true);
+        let v = verdicts(&w.ledger, &e, &r, &csig, &w.signers(), true);
         let before = w.ledger.balance(&id(&w.worker)).liquid;
         if draw.audited {
             // Without verdicts an audited claim is refused.
@@ -307,22 +309,24 @@ fn failed_audit_slashes_bond_with_reporter_share() {
     let supply = w.ledger.state().supply;
     // Find an audited job.
     let mut job = 0u8;
-    let (e, job_id) = loop {
+    let (e, r, csig) = loop {
         let (e, j) = escrow(&mut w, job, 10, 5, 0);
-        if w.ledger.audit_draw(&e).unwrap().audited {
-            break (e, j);
+        let r = receipt(e, j, id(&w.worker), id(&w.user), Credits::whole(8));
+        let csig = r.countersign(&w.user);
+        if w.ledger.audit_draw(&e, &csig).unwrap().audited {
+            break (e, r, csig);
         }
         job += 1;
     };
-    let r = receipt(e, job_id, id(&w.worker), id(&w.user), Credits::whole(8));
     let worker_sig = r.sign_as_worker(&w.worker);
-    let reject = verdicts(&w.ledger, &e, &r, &w.signers(), false);
+    let reject = verdicts(&w.ledger, &e, &r, &csig, &w.signers(), false);
     let reporter = &w.vals[0];
     let a = w.ledger.account(&id(reporter)).unwrap().clone();
     let body = SlashBody {
         escrow: e,
         receipt: r.clone(),
         worker_sig,
+        requester_sig: csig,
         verdicts: reject.clone(),
     };
     let mk = |a: &mycel_ledger::state::AccountState, body: SlashBody| {
@@ -338,7 +342,7 @@ fn failed_audit_slashes_bond_with_reporter_share() {
         )
     };
     // Accepting verdicts cannot slash.
-    let accept = verdicts(&w.ledger, &e, &r, &w.signers(), true);
+    let accept = verdicts(&w.ledger, &e, &r, &csig, &w.signers(), true);
     let wrong = mk(
         &a,
         SlashBody {
@@ -365,12 +369,190 @@ fn failed_audit_slashes_bond_with_reporter_share() {
     // No double slash; the slashed job cannot be claimed.
     let a = w.ledger.account(&id(reporter)).unwrap().clone();
     assert!(w.ledger.process(mk(&a, body), 1).is_err());
-    let csig = r.countersign(&w.user);
-    let v = verdicts(&w.ledger, &e, &r, &w.signers(), true);
+    let v = verdicts(&w.ledger, &e, &r, &csig, &w.signers(), true);
     let claim = Wallet::new(&w.worker)
         .claim(&w.ledger, r, csig, v, 1)
         .unwrap();
     assert!(w.ledger.process(claim, 1).is_err());
+}
+
+/// A receipt of escrow `e` whose output hash is `[n; 32]`: one job, different delivered answers.
+fn answer(w: &World, e: BlockHash, job: JobId, n: u8) -> WorkReceipt {
+    let mut r = receipt(e, job, id(&w.worker), id(&w.user), Credits::whole(8));
+    r.output_hash = [n; 32];
+    r
+}
+
+/// Whether the draw of `csig` for escrow `e` says "audited".
+fn audited(w: &World, e: &BlockHash, csig: &Signature) -> bool {
+    w.ledger.audit_draw(e, csig).unwrap().audited
+}
+
+/// The draw of the superseded rule, `blake3("mycel/v1/audit" ‖ 0 ‖ seed ‖ job_id)`: everything in it
+/// is known once the escrow exists, so a cheating worker could look it up before serving.
+fn escrow_time_draw(ledger: &Ledger, job: &JobId) -> bool {
+    let seed = ledger.epoch_info(0).unwrap().seed;
+    let r = domain_hash("mycel/v1/audit", &[&seed, &job.0]);
+    let x = u64::from_le_bytes(r[..8].try_into().unwrap());
+    x % 10_000 < u64::from(ledger.params().audit_bps)
+}
+
+/// A Slash of `r` by validator 0 with `requester_sig`, carrying the rejecting verdicts of every
+/// seat holder of the draw that `requester_sig` decides.
+fn slash_with(w: &World, e: BlockHash, r: &WorkReceipt, requester_sig: Signature) -> Block {
+    let reporter = &w.vals[0];
+    let a = w.ledger.account(&id(reporter)).unwrap();
+    let reject = verdicts(&w.ledger, &e, r, &requester_sig, &w.signers(), false);
+    Block::sign(
+        BlockData {
+            account: id(reporter),
+            height: a.height + 1,
+            previous: a.frontier,
+            epoch: 1,
+            body: BlockBody::Slash(Box::new(SlashBody {
+                escrow: e,
+                receipt: r.clone(),
+                worker_sig: r.sign_as_worker(&w.worker),
+                requester_sig,
+                verdicts: reject,
+            })),
+        },
+        reporter,
+    )
+}
+
+#[test]
+fn the_audit_draw_of_one_escrow_changes_with_the_requesters_countersignature() {
+    let mut w = world();
+    let (e, job) = escrow(&mut w, 1, 10, 5, 0);
+    let draws: Vec<AuditDraw> = (0..64u8)
+        .map(|n| {
+            let csig = answer(&w, e, job, n).countersign(&w.user);
+            let d = w.ledger.audit_draw(&e, &csig).unwrap();
+            // Ed25519 signing is deterministic: one receipt, one countersignature, one draw.
+            assert_eq!(
+                w.ledger
+                    .audit_draw(&e, &answer(&w, e, job, n).countersign(&w.user))
+                    .unwrap(),
+                d
+            );
+            d
+        })
+        .collect();
+    let n_audited = draws.iter().filter(|d| d.audited).count();
+    assert!(
+        (12..=52).contains(&n_audited),
+        "p = 50 %: {n_audited} of 64 receipts of one escrow drawn for audit"
+    );
+    let mut seatings: Vec<Vec<AccountId>> = draws
+        .iter()
+        .filter(|d| d.audited)
+        .map(|d| d.seats.clone())
+        .collect();
+    seatings.sort();
+    seatings.dedup();
+    assert!(
+        seatings.len() >= 5,
+        "5 seats over 4 stakers: only {} seatings in {n_audited} audited draws",
+        seatings.len()
+    );
+}
+
+/// The exploit the countersignature closes: a worker that looked up the draw when the escrow
+/// appeared (seed and job id only) and saw "not audited" is audited all the same, and cannot claim
+/// without verdicts, nor by swapping in a countersignature whose draw suits it.
+#[test]
+fn a_claim_without_verdicts_of_a_job_audited_under_the_countersignature_rule_is_refused() {
+    let mut w = world();
+    let job_byte = (0..=u8::MAX)
+        .find(|j| !escrow_time_draw(&w.ledger, &JobId([*j; 32])))
+        .unwrap();
+    let (e, job) = escrow(&mut w, job_byte, 10, 5, 0);
+    assert!(!escrow_time_draw(&w.ledger, &job));
+    let (r, csig) = (0..64u8)
+        .map(|n| {
+            let r = answer(&w, e, job, n);
+            let c = r.countersign(&w.user);
+            (r, c)
+        })
+        .find(|(_, c)| audited(&w, &e, c))
+        .unwrap();
+    let bare = Wallet::new(&w.worker)
+        .claim(&w.ledger, r.clone(), csig, vec![], 1)
+        .unwrap();
+    assert!(matches!(
+        w.ledger.process(bare, 1),
+        Err(LedgerError::Quorum(_))
+    ));
+    // The requester's countersignature of another answer draws "not audited", but does not
+    // verify on this receipt.
+    let other = (0..64u8)
+        .map(|n| answer(&w, e, job, n).countersign(&w.user))
+        .find(|c| !audited(&w, &e, c))
+        .unwrap();
+    let swapped = Wallet::new(&w.worker)
+        .claim(&w.ledger, r.clone(), other, vec![], 1)
+        .unwrap();
+    assert!(matches!(
+        w.ledger.process(swapped, 1),
+        Err(LedgerError::BadSignature(_))
+    ));
+    // With the verdicts of the draw of its countersignature the job is paid.
+    let v = verdicts(&w.ledger, &e, &r, &csig, &w.signers(), true);
+    let claim = Wallet::new(&w.worker)
+        .claim(&w.ledger, r, csig, v, 1)
+        .unwrap();
+    apply(&mut w.ledger, claim, 1);
+}
+
+#[test]
+fn a_slash_needs_the_requesters_countersignature_of_the_receipt() {
+    let mut w = world();
+    let (e, job) = escrow(&mut w, 2, 10, 5, 0);
+    let receipts: Vec<(WorkReceipt, Signature)> = (0..64u8)
+        .map(|n| {
+            let r = answer(&w, e, job, n);
+            let c = r.countersign(&w.user);
+            (r, c)
+        })
+        .collect();
+    let (r, csig) = receipts
+        .iter()
+        .find(|(_, c)| audited(&w, &e, c))
+        .cloned()
+        .unwrap();
+    // Wrong countersignatures whose draws say "audited", each with the rejecting verdicts of all
+    // of its seat holders: the requester's signature of another receipt, and a signature the
+    // worker made itself in the countersignature domain.
+    let of_other = receipts
+        .iter()
+        .map(|(_, c)| *c)
+        .find(|c| *c != csig && audited(&w, &e, c))
+        .unwrap();
+    let by_worker = (0..64u8)
+        .map(|n| answer(&w, e, job, n).countersign(&w.worker))
+        .find(|c| audited(&w, &e, c))
+        .unwrap();
+    for wrong in [of_other, by_worker] {
+        assert!(matches!(
+            w.ledger.process(slash_with(&w, e, &r, wrong), 1),
+            Err(LedgerError::BadSignature(_))
+        ));
+    }
+    // A countersigned receipt whose draw is not audited cannot be slashed.
+    let (plain, plain_sig) = receipts
+        .iter()
+        .find(|(_, c)| !audited(&w, &e, c))
+        .cloned()
+        .unwrap();
+    assert!(matches!(
+        w.ledger.process(slash_with(&w, e, &plain, plain_sig), 1),
+        Err(LedgerError::Invalid(_))
+    ));
+    assert!(!w.ledger.escrow(&e).unwrap().slashed);
+    let ok = slash_with(&w, e, &r, csig);
+    apply(&mut w.ledger, ok, 1);
+    assert!(w.ledger.escrow(&e).unwrap().slashed);
 }
 
 #[test]

@@ -92,13 +92,14 @@ fn history(a: &Actors, ledger: &mut Ledger, ops: &[(u8, u8, u8, u16)]) -> Vec<Bl
                         let r = receipt(*e, *job, id(&a.worker), id(requester), price);
                         let mut all = a.stakers.clone();
                         all.push(a.worker.clone());
-                        let v = verdicts(ledger, e, &r, &all, true);
-                        let audited = ledger.audit_draw(e)?.audited;
+                        let csig = r.countersign(requester);
+                        let v = verdicts(ledger, e, &r, &csig, &all, true);
+                        let audited = ledger.audit_draw(e, &csig)?.audited;
                         Wallet::new(&a.worker)
                             .claim(
                                 ledger,
                                 r.clone(),
-                                r.countersign(requester),
+                                csig,
                                 if audited { v } else { vec![] },
                                 epoch,
                             )

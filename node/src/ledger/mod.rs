@@ -183,6 +183,21 @@ mod hex32 {
     }
 }
 
+/// What the ledger says about a would-be worker, for routing (specs/scoring.md).
+#[derive(Clone, Debug)]
+pub struct Standing {
+    /// Its stake in the latest table.
+    pub stake: mycel_ledger::Credits,
+    /// Its record from ledger-confirmed work and audits.
+    pub reputation: crate::scoring::Reputation,
+    /// The epoch its account appeared (0 for genesis accounts).
+    pub first_seen_epoch: u64,
+    /// The current epoch by the clock.
+    pub epoch: u64,
+    /// The bond a job of `price_per_token × 1024` tokens requires (a typical job).
+    pub typical_bond: mycel_ledger::Credits,
+}
+
 /// A countersigned receipt and the audit draw of its job.
 #[derive(Clone, Debug)]
 pub struct Countersigned {
@@ -224,6 +239,10 @@ enum Command {
         receipt: String,
         facts: JobFacts,
         reply: oneshot::Sender<Result<Countersigned>>,
+    },
+    Standing {
+        accounts: Vec<AccountId>,
+        reply: oneshot::Sender<Vec<Standing>>,
     },
     AuditCheck {
         settled: wire::SettledReceipt,
@@ -376,6 +395,12 @@ impl LedgerHandle {
             reply,
         })
         .await?
+    }
+
+    /// Stake, reputation and age of would-be workers' accounts (one answer per account).
+    pub async fn standing(&self, accounts: Vec<AccountId>) -> Result<Vec<Standing>> {
+        self.ask(|reply| Command::Standing { accounts, reply })
+            .await
     }
 
     /// As a validator: checks that `settled` is a genuine receipt of an audited job and that this node

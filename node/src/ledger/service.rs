@@ -7,8 +7,9 @@ use libp2p::PeerId;
 use libp2p::gossipsub::MessageAcceptance;
 use mycel_identity::domains;
 use mycel_identity::{Keypair, Signature};
-use mycel_ledger::block::{BlockBody, CheckpointBody, SignerSig, SlashBody};
+use mycel_ledger::block::{BlockBody, CheckpointBody, MintBody, SignerSig, SlashBody};
 use mycel_ledger::consensus::{Elections, Representative, Root, VoteOutcome};
+use mycel_ledger::emission;
 use mycel_ledger::quorum::EpochInfo;
 use mycel_ledger::receipt::RECEIPT_LEN;
 use mycel_ledger::receipt::verdict_message;
@@ -19,16 +20,17 @@ use mycel_ledger::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::wire::{
-    AuditVerdicts, BLOCKS_TOPIC, CheckpointShare, Frontier, MAX_FRONTIERS, MAX_SYNC_BLOCKS,
-    MAX_VOTES_PER_MESSAGE, SettledReceipt, SyncRequest, SyncResponse, SyncedBlock, VOTES_TOPIC,
+    AuditVerdicts, BLOCKS_TOPIC, Frontier, MAX_FRONTIERS, MAX_SYNC_BLOCKS, MAX_VOTES_PER_MESSAGE,
+    QuorumShare, SettledReceipt, ShareKind, SyncRequest, SyncResponse, SyncedBlock, VOTES_TOPIC,
     VotesMessage,
 };
 use super::{
     AccountInfo, BlockInfo, Command, Confirmation, Countersigned, JobFacts, LedgerInbound,
-    LedgerOptions, LedgerStatus, Payment, Submitted, submitted,
+    LedgerOptions, LedgerStatus, Payment, Standing, Submitted, submitted,
 };
 use crate::error::{NodeError, Result};
 use crate::network::NetworkHandle;
+use crate::scoring::ReputationBook;
 
 /// A voter counts as online for this long after its last vote.
 const ONLINE_WINDOW: Duration = Duration::from_secs(120);
@@ -46,6 +48,11 @@ const MAX_STALE_FETCHES: usize = 32;
 const ESCROW_EPOCHS: u64 = 2;
 /// Receive blocks a node posts for itself per tick.
 const MAX_RECEIVES_PER_TICK: usize = 8;
+/// Every this many ticks the gossipsub application scores are refreshed.
+const APP_SCORE_TICKS: u64 = 5;
+/// Ticks a non-designated representative waits before posting a ready Mint itself (a second Mint of
+/// an epoch is invalid, so the backup waits long enough for the designated poster to be seen).
+const MINT_BACKUP_TICKS: u32 = 30;
 /// Ticks a non-designated representative waits before posting a ready checkpoint itself.
 const CHECKPOINT_BACKUP_TICKS: u32 = 3;
 
@@ -73,12 +80,17 @@ pub(super) struct Service {
     table_epoch: u64,
     seen_voters: HashMap<AccountId, Instant>,
     pending_confirms: HashMap<BlockHash, QuorumCert>,
-    shares: BTreeMap<(u64, [u8; 32]), ShareSet>,
+    shares: BTreeMap<(ShareKind, u64, [u8; 32]), ShareSet>,
+    /// Lowest epoch whose Mint this node may still have to sign.
+    mint_floor: u64,
+    /// Workers' records from confirmed work and audits, for routing.
+    reputations: ReputationBook,
     net: NetworkHandle,
     confirmations: broadcast::Sender<Confirmation>,
     fetch: mpsc::Sender<(Option<PeerId>, BlockHash)>,
     trigger: mpsc::Sender<Option<PeerId>>,
     outbox: VecDeque<(&'static str, Vec<u8>)>,
+    score_updates: VecDeque<Vec<(PeerId, f64)>>,
     ticks: u64,
 }
 
@@ -109,15 +121,30 @@ impl Service {
             seen_voters: HashMap::new(),
             pending_confirms: HashMap::new(),
             shares: BTreeMap::new(),
+            mint_floor: 0,
+            reputations: ReputationBook::new(),
             net,
             confirmations,
             fetch,
             trigger,
             outbox: VecDeque::new(),
+            score_updates: VecDeque::new(),
             ticks: 0,
         };
         // Blocks applied but not confirmed before a restart are elected again.
         this.rebuild_elections();
+        // Workers' records are derived from the confirmed history.
+        let confirmed: Vec<Block> = {
+            let l = this.ledger.ledger();
+            l.order()
+                .filter(|(_, b)| l.is_confirmed(&b.hash()))
+                .map(|(_, b)| b.clone())
+                .collect()
+        };
+        for b in &confirmed {
+            this.reputations
+                .record_block(this.ledger.ledger(), b, b.epoch);
+        }
         Ok(this)
     }
 
@@ -163,6 +190,9 @@ impl Service {
     }
 
     async fn flush(&mut self) {
+        while let Some(scores) = self.score_updates.pop_front() {
+            let _ = self.net.set_app_scores(scores).await;
+        }
         while let Some((topic, data)) = self.outbox.pop_front() {
             if self.net.publish(topic, data).await.is_err() {
                 self.outbox.clear();
@@ -194,6 +224,9 @@ impl Service {
                 reply,
             } => {
                 let _ = reply.send(self.countersign(&receipt, &facts));
+            }
+            Command::Standing { accounts, reply } => {
+                let _ = reply.send(self.standing(&accounts));
             }
             Command::AuditCheck { settled, reply } => {
                 let _ = reply.send(self.audit_check(&settled));
@@ -403,9 +436,11 @@ impl Service {
                 }
                 MessageAcceptance::Accept
             }
-            Ok(VotesMessage::Checkpoint(share)) => {
-                let latest = self.ledger.ledger().latest_epoch();
-                if share.new_epoch != latest.epoch + 1 || latest.weight(&share.signer).is_zero() {
+            Ok(VotesMessage::Share(share)) => {
+                let signs = self
+                    .share_table(share.kind, share.epoch)
+                    .is_some_and(|t| !t.weight(&share.signer).is_zero());
+                if !signs {
                     return MessageAcceptance::Ignore;
                 }
                 if share.verify().is_err() {
@@ -513,7 +548,8 @@ impl Service {
         let info = self.ledger.ledger().latest_epoch().clone();
         self.table_epoch = info.epoch;
         self.elections = Elections::new();
-        self.shares.retain(|(e, _), _| *e > info.epoch);
+        self.shares
+            .retain(|(kind, e, _), _| *kind == ShareKind::Mint || *e > info.epoch);
         let open: Vec<Block> = {
             let l = self.ledger.ledger();
             l.order()
@@ -671,6 +707,8 @@ impl Service {
             return;
         }
         for b in newly.into_iter().rev() {
+            self.reputations
+                .record_block(self.ledger.ledger(), &b, b.epoch);
             let root = Root::of(&b);
             self.elections.forget(&root);
             self.rep.forget(&root);
@@ -685,6 +723,54 @@ impl Service {
     }
 
     // ------------------------------------------------------------------------------ paid jobs
+
+    /// Gossipsub P5 for every staked account's node: stake and audited work, never self-reported.
+    fn app_scores(&mut self) {
+        if !self.ticks.is_multiple_of(APP_SCORE_TICKS) {
+            return;
+        }
+        let epoch = self.now_epoch();
+        let params = crate::scoring::ScoringParams::default();
+        let scores: Vec<(PeerId, f64)> = self
+            .ledger
+            .ledger()
+            .latest_epoch()
+            .table
+            .iter()
+            .filter_map(|(a, stake)| {
+                let peer = a.public_key().ok()?.peer_id();
+                let rep = self.reputations.get(a, epoch);
+                Some((
+                    peer,
+                    crate::scoring::gossip_app_score(&rep, *stake, &params),
+                ))
+            })
+            .collect();
+        self.score_updates.push_back(scores);
+    }
+
+    fn standing(&self, accounts: &[AccountId]) -> Vec<Standing> {
+        let l = self.ledger.ledger();
+        let epoch = self.now_epoch();
+        let info = l.latest_epoch();
+        let typical = Credits(self.genesis.params.price_per_token.0.saturating_mul(1024));
+        let genesis: std::collections::HashSet<[u8; 32]> =
+            self.genesis.accounts.iter().map(|a| a.account).collect();
+        accounts
+            .iter()
+            .map(|a| Standing {
+                stake: info.weight(a),
+                reputation: self.reputations.get(a, epoch),
+                first_seen_epoch: if genesis.contains(&a.0) {
+                    0
+                } else {
+                    l.block_at(a, 0).map_or(epoch, |b| b.epoch)
+                },
+                epoch,
+                typical_bond: crate::scoring::required_bond(typical, &self.genesis.params),
+            })
+            .collect()
+    }
 
     /// Builds, applies and gossips the next block of this node's own chain.
     fn post_own(&mut self, body: BlockBody) -> Result<BlockHash> {
@@ -822,10 +908,12 @@ impl Service {
             worker_sig,
         };
         self.publish(VOTES_TOPIC, VotesMessage::Receipt(settled.clone()).encode());
+        // The draw depends on the countersignature just made (specs/ledger.md §7): the worker could
+        // not know it before it signed the receipt.
         let audit = self
             .ledger
             .ledger()
-            .audit_draw(&settled.receipt.escrow)
+            .audit_draw(&settled.receipt.escrow, &settled.requester_sig)
             .filter(|d| d.audited);
         Ok(Countersigned { settled, audit })
     }
@@ -851,7 +939,7 @@ impl Service {
         let draw = self
             .ledger
             .ledger()
-            .audit_draw(&r.escrow)
+            .audit_draw(&r.escrow, &settled.requester_sig)
             .ok_or_else(|| bad("the escrow's stake table is not known here"))?;
         let seats = draw.seats_of(&self.account);
         if !draw.audited || seats == 0 {
@@ -878,6 +966,7 @@ impl Service {
             escrow: r.receipt.escrow,
             receipt: r.receipt.clone(),
             worker_sig: r.worker_sig,
+            requester_sig: r.requester_sig,
             verdicts,
         })))?;
         tracing::warn!(worker = %r.receipt.worker, slash = %hash, "audit failed: worker slashed");
@@ -888,7 +977,11 @@ impl Service {
     /// once the requester gossips the validators' accepting verdicts.
     fn claim(&mut self, settled: &SettledReceipt, verdicts: Vec<SignerSig>) {
         let escrow = settled.receipt.escrow;
-        let Some(draw) = self.ledger.ledger().audit_draw(&escrow) else {
+        let Some(draw) = self
+            .ledger
+            .ledger()
+            .audit_draw(&escrow, &settled.requester_sig)
+        else {
             tracing::debug!(%escrow, "receipt for an escrow not known here yet");
             return;
         };
@@ -1111,6 +1204,8 @@ impl Service {
             self.publish_votes(&votes);
         }
         self.checkpoint_duty();
+        self.mint_duty();
+        self.app_scores();
         self.receive_pending();
         let _ = self.trigger.try_send(None);
         self.ticks += 1;
@@ -1149,104 +1244,159 @@ impl Service {
     }
 
     /// At an epoch boundary, members of the current table sign the next table; once 2/3 of the stake
-    /// signed one table, the lowest signer posts the Checkpoint (others back it up a few ticks later).
+    /// signed one table, the lowest signer posts the Checkpoint (others back it up a few ticks later;
+    /// duplicates are no-ops).
     fn checkpoint_duty(&mut self) {
         let latest = self.ledger.ledger().latest_epoch().clone();
         if self.now_epoch() <= latest.epoch || latest.weight(&self.account).is_zero() {
             return;
         }
-        let new_epoch = latest.epoch + 1;
         let table = self.stake_table();
         if table.is_empty() {
             return;
         }
-        let share = CheckpointShare::sign(&self.key, new_epoch, table);
-        self.publish(
-            VOTES_TOPIC,
-            VotesMessage::Checkpoint(share.clone()).encode(),
-        );
+        self.sign_share(ShareKind::Checkpoint, latest.epoch + 1, table);
+    }
+
+    /// Once an epoch is over (and the next one too, so its last blocks are confirmed), members of its
+    /// table sign its emission: `emission::allocate` over the confirmed audited work and validation
+    /// of the epoch, which every node computes alike from its ledger. A quorum becomes a Mint.
+    fn mint_duty(&mut self) {
+        let now = self.now_epoch();
+        let l = self.ledger.ledger();
+        let mut epoch = self.mint_floor;
+        let target = loop {
+            if epoch + 2 > now {
+                return;
+            }
+            let minted = l.state().minted.contains_key(&epoch);
+            match l.epoch_info(epoch) {
+                Some(info) if !minted && !info.weight(&self.account).is_zero() => break epoch,
+                // Without a table there is nothing to mint yet; a table not signed by this node, or a
+                // minted epoch, is done for this node.
+                None => return,
+                Some(_) => epoch += 1,
+            }
+        };
+        let weights = emission::observe(l, target);
+        let cap = self.genesis.params.epoch_emission;
+        let recipients = match emission::allocate(&weights, cap) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(epoch = target, error = %e, "emission split failed");
+                return;
+            }
+        };
+        if recipients.is_empty() {
+            // No audited work in that epoch: nothing to mint, ever.
+            self.mint_floor = target + 1;
+            return;
+        }
+        self.mint_floor = target;
+        self.sign_share(ShareKind::Mint, target, recipients);
+    }
+
+    fn sign_share(&mut self, kind: ShareKind, epoch: u64, list: Vec<(AccountId, Credits)>) {
+        let share = QuorumShare::sign(&self.key, kind, epoch, list);
+        self.publish(VOTES_TOPIC, VotesMessage::Share(share.clone()).encode());
         self.add_share(share);
         for set in self.shares.values_mut() {
             set.ready_ticks += 1;
         }
-        self.try_post_checkpoint();
+        self.try_post_shares();
     }
 
-    fn add_share(&mut self, share: CheckpointShare) {
-        let key = (
-            share.new_epoch,
-            *blake3::hash(&CheckpointBody::signed_message(
-                share.new_epoch,
-                &share.table,
-            ))
-            .as_bytes(),
-        );
+    /// The table whose members sign shares of this kind and epoch, if the share is still useful.
+    fn share_table(&self, kind: ShareKind, epoch: u64) -> Option<EpochInfo> {
+        let l = self.ledger.ledger();
+        match kind {
+            ShareKind::Checkpoint => {
+                let latest = l.latest_epoch();
+                (epoch == latest.epoch + 1).then(|| latest.clone())
+            }
+            ShareKind::Mint => {
+                if l.state().minted.contains_key(&epoch) {
+                    return None;
+                }
+                l.epoch_info(epoch).cloned()
+            }
+        }
+    }
+
+    fn add_share(&mut self, share: QuorumShare) {
+        let key = (share.kind, share.epoch, list_hash(&share.list));
         if !self.shares.contains_key(&key) && self.shares.len() >= MAX_SHARE_SETS {
             return;
         }
         let set = self.shares.entry(key).or_insert_with(|| ShareSet {
-            table: share.table.clone(),
+            table: share.list.clone(),
             sigs: BTreeMap::new(),
             ready_ticks: 0,
         });
         set.sigs.insert(share.signer, share.signature);
-        self.try_post_checkpoint();
+        self.try_post_shares();
     }
 
-    fn try_post_checkpoint(&mut self) {
-        let latest = self.ledger.ledger().latest_epoch().clone();
-        let new_epoch = latest.epoch + 1;
-        let ready = self.shares.iter().find(|((e, _), set)| {
+    /// Posts the Checkpoint or Mint of every share set that reached 2/3 of its table's stake. The lowest
+    /// signer posts at once; the others back it up after a delay (a Checkpoint copy is a no-op; a Mint
+    /// copy would be invalid, so its backup waits much longer).
+    fn try_post_shares(&mut self) {
+        let mut ready = Vec::new();
+        for (key, set) in &self.shares {
+            let (kind, epoch, ..) = *key;
+            let Some(info) = self.share_table(kind, epoch) else {
+                continue;
+            };
             let w = set.sigs.keys().fold(Credits::ZERO, |w, a| {
-                Credits(w.0.saturating_add(latest.weight(a).0))
+                Credits(w.0.saturating_add(info.weight(a).0))
             });
-            *e == new_epoch && EpochInfo::is_quorum(w, latest.total)
-        });
-        let Some((_, set)) = ready else {
-            return;
-        };
-        let designated = set.sigs.keys().next() == Some(&self.account);
-        if !designated && set.ready_ticks < CHECKPOINT_BACKUP_TICKS {
-            return;
+            let backup = match kind {
+                ShareKind::Checkpoint => CHECKPOINT_BACKUP_TICKS,
+                ShareKind::Mint => MINT_BACKUP_TICKS,
+            };
+            let designated = set.sigs.keys().next() == Some(&self.account);
+            if EpochInfo::is_quorum(w, info.total) && (designated || set.ready_ticks >= backup) {
+                ready.push(*key);
+            }
         }
-        let Some(chain) = self
-            .ledger
-            .ledger()
-            .account(&self.account)
-            .map(|a| ChainView {
-                height: a.height,
-                frontier: a.frontier,
-                epoch: a.epoch,
-            })
-        else {
-            return;
-        };
-        let body = BlockBody::Checkpoint(Box::new(CheckpointBody {
-            new_epoch,
-            table: set.table.clone(),
-            qc: set
+        for key in ready {
+            let Some(set) = self.shares.remove(&key) else {
+                continue;
+            };
+            let (kind, epoch, ..) = key;
+            let qc: Vec<SignerSig> = set
                 .sigs
                 .iter()
                 .map(|(signer, signature)| SignerSig {
                     signer: *signer,
                     signature: *signature,
                 })
-                .collect(),
-        }));
-        let block = match Wallet::new(&self.key).build(Some(&chain), self.now_epoch(), body) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot build the checkpoint");
-                return;
+                .collect();
+            let body = match kind {
+                ShareKind::Checkpoint => BlockBody::Checkpoint(Box::new(CheckpointBody {
+                    new_epoch: epoch,
+                    table: set.table,
+                    qc,
+                })),
+                ShareKind::Mint => BlockBody::Mint(Box::new(MintBody {
+                    mint_epoch: epoch,
+                    recipients: set.table,
+                    qc,
+                })),
+            };
+            match self.post_own(body) {
+                Ok(hash) => tracing::info!(?kind, epoch, %hash, "posted"),
+                Err(e) => tracing::debug!(?kind, epoch, error = %e, "not posted"),
             }
-        };
-        let bytes = block.encode();
-        match self.ingest(block, None) {
-            Ok(_) => {
-                tracing::info!(epoch = new_epoch, "posted the checkpoint");
-                self.publish(BLOCKS_TOPIC, bytes);
-            }
-            Err(e) => tracing::debug!(error = %e, "checkpoint not posted"),
         }
     }
+}
+
+fn list_hash(list: &[(AccountId, Credits)]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for (a, c) in list {
+        h.update(&a.0);
+        h.update(&c.0.to_le_bytes());
+    }
+    *h.finalize().as_bytes()
 }

@@ -5,10 +5,10 @@
 
 use mycel_identity::domains;
 use mycel_identity::{Keypair, Signature};
-use mycel_ledger::block::CheckpointBody;
 use mycel_ledger::block::SignerSig;
+use mycel_ledger::block::{CheckpointBody, MintBody};
 use mycel_ledger::codec::{Reader, Writer};
-use mycel_ledger::quorum::{CHECKPOINT, VOTE_LEN};
+use mycel_ledger::quorum::{CHECKPOINT, MINT, VOTE_LEN};
 use mycel_ledger::receipt::{RECEIPT_LEN, verdict_message};
 use mycel_ledger::{AccountId, Credits, LedgerError, Vote, WorkReceipt};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,7 @@ const KIND_VOTES: u8 = 1;
 const KIND_CHECKPOINT: u8 = 2;
 const KIND_RECEIPT: u8 = 3;
 const KIND_VERDICTS: u8 = 4;
+const KIND_MINT: u8 = 5;
 
 /// The drawn validators' verdicts on an audited job, gossiped by the requester: accepting ones let the
 /// worker claim (rejecting ones go into a Slash block instead).
@@ -84,39 +85,71 @@ impl SettledReceipt {
     }
 }
 
-/// A checkpoint signature: a representative of the current table signs the stake table it sees for
-/// the next epoch; a quorum of identical shares becomes a Checkpoint block (specs/ledger.md §5.4).
+/// What a [`QuorumShare`] signs: the next epoch's stake table, or a finished epoch's emission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShareKind {
+    /// `CheckpointBody::signed_message(epoch, list)` in domain `mycel/v1/checkpoint`.
+    Checkpoint,
+    /// `MintBody::signed_message(epoch, list)` in domain `mycel/v1/mint`.
+    Mint,
+}
+
+/// One representative's signature on a list for an epoch: the stake table it sees for the next epoch
+/// (Checkpoint), or the emission recipients of a finished epoch (Mint). A quorum of identical shares
+/// becomes the block (specs/ledger.md §5.4, specs/wire.md "Checkpoints and mints").
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckpointShare {
-    /// The epoch the table is for.
-    pub new_epoch: u64,
-    /// `(account, stake)`, sorted by account.
-    pub table: Vec<(AccountId, Credits)>,
+pub struct QuorumShare {
+    /// Checkpoint or Mint.
+    pub kind: ShareKind,
+    /// The new epoch (Checkpoint) or the minted epoch (Mint).
+    pub epoch: u64,
+    /// `(account, amount)`, sorted by account: stakes or emission amounts.
+    pub list: Vec<(AccountId, Credits)>,
     /// The signer.
     pub signer: AccountId,
-    /// `sign("mycel/v1/checkpoint", CheckpointBody::signed_message(new_epoch, table))`.
+    /// The signature over the kind's message.
     pub signature: Signature,
 }
 
-impl CheckpointShare {
-    /// Signs `table` for `new_epoch`.
-    pub fn sign(key: &Keypair, new_epoch: u64, table: Vec<(AccountId, Credits)>) -> Self {
-        let message = CheckpointBody::signed_message(new_epoch, &table);
-        Self {
-            new_epoch,
-            signer: AccountId::from_public_key(&key.public()),
-            signature: key.sign(CHECKPOINT, &message),
-            table,
+impl QuorumShare {
+    fn message(kind: ShareKind, epoch: u64, list: &[(AccountId, Credits)]) -> Vec<u8> {
+        match kind {
+            ShareKind::Checkpoint => CheckpointBody::signed_message(epoch, list),
+            ShareKind::Mint => MintBody::signed_message(epoch, list),
         }
     }
 
-    /// Checks the signature (the caller checks that the signer is in the current table).
+    fn domain(kind: ShareKind) -> mycel_identity::Domain {
+        match kind {
+            ShareKind::Checkpoint => CHECKPOINT,
+            ShareKind::Mint => MINT,
+        }
+    }
+
+    /// Signs `list` for `epoch`.
+    pub fn sign(
+        key: &Keypair,
+        kind: ShareKind,
+        epoch: u64,
+        list: Vec<(AccountId, Credits)>,
+    ) -> Self {
+        let message = Self::message(kind, epoch, &list);
+        Self {
+            kind,
+            epoch,
+            signer: AccountId::from_public_key(&key.public()),
+            signature: key.sign(Self::domain(kind), &message),
+            list,
+        }
+    }
+
+    /// Checks the signature (the caller checks that the signer is in the right table).
     pub fn verify(&self) -> Result<(), LedgerError> {
-        let message = CheckpointBody::signed_message(self.new_epoch, &self.table);
+        let message = Self::message(self.kind, self.epoch, &self.list);
         self.signer
             .public_key()?
-            .verify(CHECKPOINT, &message, &self.signature)
-            .map_err(|_| LedgerError::BadSignature("checkpoint share"))
+            .verify(Self::domain(self.kind), &message, &self.signature)
+            .map_err(|_| LedgerError::BadSignature("quorum share"))
     }
 }
 
@@ -125,8 +158,8 @@ impl CheckpointShare {
 pub enum VotesMessage {
     /// Block votes (1..=[`MAX_VOTES_PER_MESSAGE`]).
     Votes(Vec<Vote>),
-    /// A checkpoint signature.
-    Checkpoint(CheckpointShare),
+    /// A checkpoint or mint signature.
+    Share(QuorumShare),
     /// A countersigned work receipt.
     Receipt(SettledReceipt),
     /// Audit verdicts on a receipt.
@@ -144,9 +177,13 @@ impl VotesMessage {
                     w.bytes(&v.encode());
                 }
             }
-            VotesMessage::Checkpoint(c) => {
-                w.u8(KIND_CHECKPOINT).u64(c.new_epoch).count(c.table.len());
-                for (a, s) in &c.table {
+            VotesMessage::Share(c) => {
+                let kind = match c.kind {
+                    ShareKind::Checkpoint => KIND_CHECKPOINT,
+                    ShareKind::Mint => KIND_MINT,
+                };
+                w.u8(kind).u64(c.epoch).count(c.list.len());
+                for (a, s) in &c.list {
                     w.bytes(&a.0).credits(*s);
                 }
                 w.bytes(&c.signer.0).bytes(c.signature.as_bytes());
@@ -182,18 +219,23 @@ impl VotesMessage {
                 }
                 VotesMessage::Votes(votes)
             }
-            KIND_CHECKPOINT => {
-                let new_epoch = r.u64()?;
+            k @ (KIND_CHECKPOINT | KIND_MINT) => {
+                let epoch = r.u64()?;
                 let n = r.count(mycel_ledger::codec::MAX_LIST)?;
-                let mut table = Vec::with_capacity(n);
+                let mut list = Vec::with_capacity(n);
                 for _ in 0..n {
-                    table.push((r.account()?, r.credits()?));
+                    list.push((r.account()?, r.credits()?));
                 }
                 let signer = r.account()?;
                 let signature = Signature::from_bytes(r.array()?);
-                VotesMessage::Checkpoint(CheckpointShare {
-                    new_epoch,
-                    table,
+                VotesMessage::Share(QuorumShare {
+                    kind: if k == KIND_MINT {
+                        ShareKind::Mint
+                    } else {
+                        ShareKind::Checkpoint
+                    },
+                    epoch,
+                    list,
                     signer,
                     signature,
                 })
@@ -387,22 +429,31 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_share_round_trips_and_verifies() {
+    fn quorum_shares_round_trip_and_verify_per_kind() {
         let key = Keypair::generate();
         let table = vec![
             (AccountId([1; 32]), Credits(5)),
             (AccountId([2; 32]), Credits(7)),
         ];
-        let share = CheckpointShare::sign(&key, 3, table);
-        share.verify().expect("verifies");
-        let msg = VotesMessage::Checkpoint(share.clone());
-        let VotesMessage::Checkpoint(back) = VotesMessage::decode(&msg.encode()).expect("decodes")
-        else {
-            panic!("kind changed");
-        };
-        assert_eq!(back, share);
-        let mut forged = share;
-        forged.new_epoch = 4;
-        assert!(forged.verify().is_err());
+        for kind in [ShareKind::Checkpoint, ShareKind::Mint] {
+            let share = QuorumShare::sign(&key, kind, 3, table.clone());
+            share.verify().expect("verifies");
+            let msg = VotesMessage::Share(share.clone());
+            let VotesMessage::Share(back) = VotesMessage::decode(&msg.encode()).expect("decodes")
+            else {
+                panic!("kind changed");
+            };
+            assert_eq!(back, share);
+            let mut forged = share.clone();
+            forged.epoch = 4;
+            assert!(forged.verify().is_err());
+            // A checkpoint signature is not a mint signature (domain separation).
+            let mut other = share;
+            other.kind = match kind {
+                ShareKind::Checkpoint => ShareKind::Mint,
+                ShareKind::Mint => ShareKind::Checkpoint,
+            };
+            assert!(other.verify().is_err());
+        }
     }
 }

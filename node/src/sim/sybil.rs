@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use libp2p::PeerId;
-use mycel_identity::{Keypair, SecretKey};
+use mycel_identity::{Keypair, SecretKey, Signature};
 use mycel_ledger::block::{BlockData, CheckpointBody, MintBody, SignerSig, SlashBody};
 use mycel_ledger::consensus::{Elections, Representative, VoteOutcome};
 use mycel_ledger::emission::{self, Contribution, Report};
@@ -185,6 +185,14 @@ fn random_bytes(rng: &mut SimRng) -> [u8; 32] {
     let mut b = [0u8; 32];
     rng.fill(&mut b);
     b
+}
+
+/// A stand-in for a requester's countersignature of a receipt, which the audit draw hashes
+/// (specs/ledger.md §7): 64 bytes nobody but the requester can predict.
+fn random_countersignature(rng: &mut SimRng) -> Signature {
+    let mut b = [0u8; 64];
+    rng.fill(&mut b);
+    Signature::from_bytes(b)
 }
 
 /// A standard normal draw (Box–Muller).
@@ -425,7 +433,8 @@ pub fn run_routing(s: &RoutingScenario, params: &Params, seed: u64) -> Result<Ou
             }
             // Everyone serves correctly here (Sybils too, to earn their way out of probation).
             let job = JobId(random_bytes(&mut rng));
-            let outcome = if sortition::draw(&info, &job, params).audited {
+            let csig = random_countersignature(&mut rng);
+            let outcome = if sortition::draw(&info, &job, &csig, params).audited {
                 WorkOutcome::Passed {
                     work: audited_work(price, params),
                 }
@@ -518,7 +527,9 @@ impl CheatScenario {
     pub fn new(quick: bool) -> Self {
         Self {
             cheat_rate: 0.1,
-            ledger_jobs: if quick { 400 } else { 2_000 },
+            // The goal needs at least one audited cheat (slashed through the ledger): ~p·rate·jobs
+            // = 10 expected in the quick run, none with probability e⁻¹⁰ (400 jobs left 2 %).
+            ledger_jobs: if quick { 1_000 } else { 2_000 },
             slash_trials: if quick { 5_000 } else { 20_000 },
             tolerance: 0.1,
         }
@@ -626,9 +637,6 @@ pub fn run_cheating(s: &CheatScenario, params: &Params, seed: u64) -> Result<Out
             .map_err(ledger_err)?;
         let e_hash = escrow.hash();
         apply(&mut ledger, escrow)?;
-        let draw = ledger
-            .audit_draw(&e_hash)
-            .ok_or_else(|| NodeError::Ledger("simulation: no audit draw".into()))?;
         let cheat = rng.random_bool(s.cheat_rate);
         let mut output = [0u8; 32];
         output[..8].copy_from_slice(&(j as u64).to_le_bytes());
@@ -646,6 +654,11 @@ pub fn run_cheating(s: &CheatScenario, params: &Params, seed: u64) -> Result<Out
             output_tokens: 400,
             price,
         };
+        // The requester countersigns what was delivered; the draw follows from that signature.
+        let csig = receipt.countersign(&requester);
+        let draw = ledger
+            .audit_draw(&e_hash, &csig)
+            .ok_or_else(|| NodeError::Ledger("simulation: no audit draw".into()))?;
         let before = wealth(&ledger, &w_id);
         // Validators re-run the job: an honest output passes, garbage fails.
         let verdicts = |accept: bool| -> Vec<SignerSig> {
@@ -679,6 +692,7 @@ pub fn run_cheating(s: &CheatScenario, params: &Params, seed: u64) -> Result<Out
                         escrow: e_hash,
                         receipt: receipt.clone(),
                         worker_sig: receipt.sign_as_worker(&worker),
+                        requester_sig: csig,
                         verdicts: verdicts(false),
                     })),
                 },
@@ -702,7 +716,6 @@ pub fn run_cheating(s: &CheatScenario, params: &Params, seed: u64) -> Result<Out
             } else {
                 Vec::new()
             };
-            let csig = receipt.countersign(&requester);
             let claim = Wallet::new(&worker)
                 .claim(&ledger, receipt.clone(), csig, v, 0)
                 .map_err(ledger_err)?;
@@ -799,9 +812,11 @@ pub fn run_slash_times(
         let mut n = 0u64;
         loop {
             n += 1;
-            if rng.random_bool(s.cheat_rate)
-                && sortition::draw(&info, &JobId(random_bytes(&mut rng)), actual).audited
-            {
+            if rng.random_bool(s.cheat_rate) && {
+                let job = JobId(random_bytes(&mut rng));
+                let csig = random_countersignature(&mut rng);
+                sortition::draw(&info, &job, &csig, actual).audited
+            } {
                 break;
             }
             if n >= cap {
@@ -929,7 +944,9 @@ pub fn run_clique(s: &CliqueScenario, params: &Params, seed: u64) -> Result<Outc
             ..params.clone()
         };
         for _ in 0..300 {
-            let d = sortition::draw(&info, &JobId(random_bytes(&mut rng)), &audit_all);
+            let job = JobId(random_bytes(&mut rng));
+            let csig = random_countersignature(&mut rng);
+            let d = sortition::draw(&info, &job, &csig, &audit_all);
             for a in d.seats {
                 *seats.entry(a).or_default() += 1;
             }
@@ -1478,7 +1495,9 @@ fn mint_reports(
     };
     let mut seats: HashMap<AccountId, u64> = HashMap::new();
     for _ in 0..20 {
-        for a in sortition::draw(info, &JobId(random_bytes(rng)), &audit_all).seats {
+        let job = JobId(random_bytes(rng));
+        let csig = random_countersignature(rng);
+        for a in sortition::draw(info, &job, &csig, &audit_all).seats {
             *seats.entry(a).or_default() += 1;
         }
     }

@@ -569,6 +569,14 @@ async fn audit_world(
     model_id: &str,
     model: std::sync::Arc<mycel_models::ChatModel>,
 ) -> (World, Vec<RunningNode>, Vec<tempfile::TempDir>) {
+    audit_world_with(model_id, model, |_| {}).await
+}
+
+async fn audit_world_with(
+    model_id: &str,
+    model: std::sync::Arc<mycel_models::ChatModel>,
+    tune: impl FnOnce(&mut Params),
+) -> (World, Vec<RunningNode>, Vec<tempfile::TempDir>) {
     let mut w = world();
     w.nodes.push(Keypair::generate());
     let stakes = [100u128, 0, 1000, 1000];
@@ -584,6 +592,7 @@ async fn audit_world(
         .collect();
     w.genesis.params.audit_bps = 10_000;
     w.genesis.params.audit_validators = 3;
+    tune(&mut w.genesis.params);
     let tiny = || BTreeMap::from([(model_id.to_string(), model.clone())]);
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = start_serving(&w.nodes[0], &w.genesis, dirs[0].path(), vec![], tiny()).await;
@@ -706,6 +715,51 @@ async fn a_worker_returning_forged_outputs_is_audited_rejected_and_slashed() {
         .filter(|b| b.kind == "claim")
         .count();
     assert_eq!(claims, 0, "a cheating worker was paid");
+    for n in nodes.into_iter().rev() {
+        n.shutdown().await;
+    }
+}
+
+/// Audited work is rewarded by the epoch's Mint: once the epoch (and the next) is over, the stake
+/// table signs the emission split of the confirmed audited work and validation, and it is minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audited_work_is_minted_after_its_epoch() {
+    let (w, nodes, _dirs) = audit_world_with("tiny", tiny_model(), |p| p.epoch_secs = 2).await;
+    let genesis_supply: u128 = w
+        .genesis
+        .accounts
+        .iter()
+        .map(|a| a.balance.0 + a.stake.0)
+        .sum();
+    ask_b(&nodes[1], "tiny").await;
+    let ca = client(&nodes[0]);
+    wait_for_kind(&ca, &id(&w.nodes[0]), "claim").await;
+    let clients: Vec<HttpClient> = nodes.iter().map(client).collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut minted = true;
+        let mut roots = Vec::new();
+        for cl in &clients {
+            let info = cl.info().await.unwrap();
+            minted &= info.supply.parse::<u128>().unwrap() > genesis_supply;
+            roots.push(info.state_root);
+        }
+        if minted && roots.iter().all(|r| *r == roots[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing minted (or states differ)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The worker's share of the emission arrives as a pending amount it receives by itself.
+    let a = ca.balance(id(&w.nodes[0]).to_hex()).await.unwrap();
+    assert!(
+        a.liquid.parse::<u128>().unwrap() + a.receivable.parse::<u128>().unwrap()
+            > Credits::whole(100).0 + Credits::whole(1).0 / 100,
+        "the worker got no emission: {a:?}"
+    );
     for n in nodes.into_iter().rev() {
         n.shutdown().await;
     }

@@ -96,7 +96,12 @@ fn churn_short_answers_99_percent_and_recovers_within_15_s() {
     assert!(rate >= 0.99, "answered {rate}: {}", r["errors"]);
     let recovery = r["recovery_max_s"].as_f64().expect("every wave recovered");
     assert!(recovery <= 15.0, "recovery {recovery} s");
-    assert_eq!(r["ledger"]["status"], "not_measured");
+    let ledger = &r["ledger"];
+    match ledger["status"].as_str() {
+        Some("measured") => assert_eq!(ledger["agreeing"], ledger["nodes"], "{ledger}"),
+        Some("not_measured") => assert!(ledger["reason"].as_str().unwrap().contains("ledger")),
+        _ => panic!("ledger agreement: {ledger}"),
+    }
 }
 
 #[test]
