@@ -12,7 +12,7 @@ use mycel_identity::Keypair;
 use crate::block::Block;
 use crate::error::{LedgerError, Result};
 use crate::ledger::{Ledger, Processed};
-use crate::quorum::{EpochInfo, QuorumCert, Vote, threshold_base, verify_votes};
+use crate::quorum::{EpochInfo, QuorumCert, Vote, verify_votes};
 use crate::types::{AccountId, BlockHash, Credits};
 
 /// Most candidates per election (a chain owner signing more forks is ignored beyond it).
@@ -226,8 +226,8 @@ impl Elections {
     }
 
     /// Counts a vote whose signature was already verified (see [`verify_votes`]). `info` is the table
-    /// weighing it; `online` the caller's observed online weight.
-    pub fn add_vote(&mut self, vote: Vote, info: &EpochInfo, online: Credits) -> VoteOutcome {
+    /// weighing it (confirmation at 2/3 of its whole stake, see [`EpochInfo::is_quorum`]).
+    pub fn add_vote(&mut self, vote: Vote, info: &EpochInfo) -> VoteOutcome {
         if vote.epoch != info.epoch || info.weight(&vote.voter).is_zero() {
             return VoteOutcome::Ignored;
         }
@@ -256,7 +256,7 @@ impl Elections {
             }
         }
         if e.confirmed.is_none() {
-            let base = threshold_base(info.total, online);
+            let base = info.total;
             if let Some((winner, _)) = e
                 .final_tally(info)
                 .into_iter()
@@ -271,12 +271,7 @@ impl Elections {
 
     /// Verifies a batch of votes with one batch verification (falling back to one by one) and counts
     /// the valid ones.
-    pub fn add_votes(
-        &mut self,
-        votes: Vec<Vote>,
-        info: &EpochInfo,
-        online: Credits,
-    ) -> Vec<VoteOutcome> {
+    pub fn add_votes(&mut self, votes: Vec<Vote>, info: &EpochInfo) -> Vec<VoteOutcome> {
         let valid: Vec<bool> = if verify_votes(&votes).is_ok() {
             vec![true; votes.len()]
         } else {
@@ -287,7 +282,7 @@ impl Elections {
             .zip(valid)
             .map(|(v, ok)| {
                 if ok {
-                    self.add_vote(v, info, online)
+                    self.add_vote(v, info)
                 } else {
                     VoteOutcome::Ignored
                 }
@@ -335,12 +330,7 @@ impl Representative {
 
     /// Called after votes changed an election: switch the initial vote to the leading
     /// candidate, and cast the one final vote once a candidate holds 2/3 of initial weight.
-    pub fn on_update(
-        &mut self,
-        election: &Election,
-        info: &EpochInfo,
-        online: Credits,
-    ) -> Vec<Vote> {
+    pub fn on_update(&mut self, election: &Election, info: &EpochInfo) -> Vec<Vote> {
         let root = election.root;
         let mut out = Vec::new();
         if self.finals.contains_key(&root) {
@@ -359,7 +349,7 @@ impl Representative {
                 out.push(v);
             }
         }
-        let base = threshold_base(info.total, online);
+        let base = info.total;
         if let Some((winner, _)) = tally
             .iter()
             .find(|(h, w)| election.candidates.contains_key(h) && EpochInfo::is_quorum(**w, base))

@@ -51,6 +51,13 @@ impl EpochInfo {
     }
 
     /// True when `weight` is at least two thirds of `total`.
+    ///
+    /// Confirmation always counts against the whole stake of the epoch's table, never an
+    /// observed-online estimate: with a low estimate (at start, after a partition) two honest nodes
+    /// could each see "2/3 of online" for different candidates of one root and both confirm — the
+    /// real-network fork test found exactly that. With the full table, two quorums overlap in more
+    /// than a third of the stake, so conflicting confirmations need ≥ 1/3 byzantine stake; liveness
+    /// needs 2/3 of the table's stake online (the table is re-agreed every epoch by Checkpoint).
     pub fn is_quorum(weight: Credits, total: Credits) -> bool {
         // weight·3 ≥ total·2, in u128 with saturation (amounts are far below u128::MAX / 3).
         weight.0.saturating_mul(3) >= total.0.saturating_mul(2) && !total.is_zero()
@@ -272,8 +279,8 @@ pub struct QuorumCert {
 
 impl QuorumCert {
     /// Checks that the votes are final, for `block`, from distinct members of `info`, that their
-    /// stake reaches 2/3 of the table's stake ([`threshold_base`]), and that every signature verifies.
-    pub fn verify(&self, info: &EpochInfo, online: Credits) -> Result<()> {
+    /// stake reaches 2/3 of the table's stake ([`EpochInfo::is_quorum`]), and that every signature verifies.
+    pub fn verify(&self, info: &EpochInfo) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         let mut weight = Credits::ZERO;
         for v in &self.votes {
@@ -287,7 +294,7 @@ impl QuorumCert {
             }
             weight = weight.checked_add(info.weight(&v.voter))?;
         }
-        if !EpochInfo::is_quorum(weight, threshold_base(info.total, online)) {
+        if !EpochInfo::is_quorum(weight, info.total) {
             return Err(LedgerError::Quorum("less than 2/3 of the stake table"));
         }
         verify_votes(&self.votes)
@@ -315,17 +322,4 @@ impl QuorumCert {
         r.finish()?;
         Ok(Self { block, votes })
     }
-}
-
-/// The weight two thirds of which confirm: the whole stake of the epoch's table.
-///
-/// An observed-online estimate is not used: while a node's estimate is low (at start, after a
-/// partition) two honest nodes could each see "2/3 of online" for different candidates of one root
-/// and both confirm; the real-network fork test found exactly that. With the full table, two
-/// quorums overlap in more than a third of the stake, so conflicting confirmations need ≥ 1/3
-/// byzantine stake. Liveness needs 2/3 of the table's stake online; the table is re-agreed every
-/// epoch (Checkpoint). `online` is accepted for API stability and ignored.
-pub fn threshold_base(total: Credits, online: Credits) -> Credits {
-    let _ = online;
-    total
 }

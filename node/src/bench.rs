@@ -60,24 +60,39 @@ pub struct InferenceArgs {
 pub fn run(data_dir: &Path, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Inference(args) => inference(data_dir, &args),
-        BenchCommand::Rpc(args) => rpc::run(data_dir, &args),
+        BenchCommand::Rpc(args) => {
+            if rerun_with_threads(args.threads)? {
+                return Ok(());
+            }
+            rpc::run(data_dir, &args, candle_core_threads())
+        }
     }
 }
 
+/// candle reads its thread count from the environment at start: when `threads` asks for another
+/// count than the environment holds, runs this same command again with it set and returns true (the
+/// caller is then done).
+fn rerun_with_threads(threads: Option<u32>) -> Result<bool> {
+    let Some(t) = threads else {
+        return Ok(false);
+    };
+    if std::env::var(THREADS_ENV).ok() == Some(t.to_string()) {
+        return Ok(false);
+    }
+    let exe = std::env::current_exe().context("locating mycel-node")?;
+    let status = Process::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(THREADS_ENV, t.to_string())
+        .status()
+        .context("re-running with the thread count set")?;
+    if !status.success() {
+        bail!("benchmark failed ({status})");
+    }
+    Ok(true)
+}
+
 fn inference(data_dir: &Path, args: &InferenceArgs) -> Result<()> {
-    // candle reads its thread count from the environment; re-run ourselves with it set.
-    if let Some(t) = args.threads
-        && std::env::var(THREADS_ENV).ok() != Some(t.to_string())
-    {
-        let exe = std::env::current_exe().context("locating mycel-node")?;
-        let status = Process::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(THREADS_ENV, t.to_string())
-            .status()
-            .context("re-running with the thread count set")?;
-        if !status.success() {
-            bail!("benchmark failed ({status})");
-        }
+    if rerun_with_threads(args.threads)? {
         return Ok(());
     }
     let n = args.tokens as usize;

@@ -48,6 +48,10 @@ pub struct ChatJob {
     pub params: SamplingParams,
     /// Strings that end the answer.
     pub stop: Vec<String>,
+    /// Private: served only by trusted peers, never audited, no emission (specs/wire.md, "Private
+    /// jobs").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
     /// The escrow that pays for the job, when the requester pays (specs/wire.md, "Paid jobs").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<crate::ledger::Payment>,
@@ -119,6 +123,7 @@ impl ChatJob {
                 ..defaults
             },
             stop,
+            private: false,
             payment: None,
             seed_fixed: sampling.seed.is_some(),
             request_id: None,

@@ -95,6 +95,10 @@ pub async fn serve(
             };
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(STREAM_REQUEST_READ_TIMEOUT, async {
+                    // Read the job first: a requester still writing it would otherwise see a
+                    // closed stream instead of a clean `busy` it can retry elsewhere.
+                    let _: std::io::Result<ChatJob> =
+                        read_frame(&mut stream, MAX_INFER_REQUEST_BYTES).await;
                     let _ = write_frame(&mut stream, &busy).await;
                     let _ = stream.close().await;
                 })

@@ -28,6 +28,11 @@ use crate::wire::{InferErrorCode, InferResponse, PROVIDER_LOOKUP_TIMEOUT};
 pub const MAX_REMOTE_ATTEMPTS: usize = 3;
 /// Mid-answer provider switches per request before the answer fails.
 pub const MAX_FAILOVERS: usize = 2;
+/// Stake that makes a provider trusted with private jobs (or [`PRIVATE_MIN_REPUTATION`]).
+pub const PRIVATE_MIN_STAKE: mycel_ledger::Credits = mycel_ledger::Credits::whole(100);
+/// Reputation value ([`crate::scoring::Reputation::value`]) that makes a provider trusted with
+/// private jobs.
+pub const PRIVATE_MIN_REPUTATION: f64 = 0.5;
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -326,12 +331,15 @@ impl Node {
     /// Orders providers by the routing score (specs/scoring.md): repeated randomized picks weighted by
     /// stake, ledger-confirmed reputation, latency and load, with probation for new accounts and one
     /// slot per /24 and per account. Without a ledger the heartbeat order (cheapest first) stays.
-    async fn rank(&self, providers: Vec<PeerId>) -> Vec<PeerId> {
+    ///
+    /// A private job goes only to providers whose account has at least [`PRIVATE_MIN_STAKE`] staked or
+    /// a reputation of at least [`PRIVATE_MIN_REPUTATION`]; without a ledger to tell, to none.
+    async fn rank(&self, providers: Vec<PeerId>, private: bool) -> Vec<PeerId> {
         use crate::scoring::{Candidate, PickContext, ScoringParams, Subnet, pick};
         let Some(ledger) = &self.inner.ledger else {
-            return providers;
+            return if private { Vec::new() } else { providers };
         };
-        if providers.len() < 2 {
+        if providers.len() < 2 && !private {
             return providers;
         }
         let peers = self.inner.net.peers().await.unwrap_or_default();
@@ -381,6 +389,11 @@ impl Node {
                 }
             })
             .collect();
+        if private {
+            cands.retain(|c| {
+                c.stake >= PRIVATE_MIN_STAKE || c.reputation.value() >= PRIVATE_MIN_REPUTATION
+            });
+        }
         let params = ScoringParams::default();
         let ctx = PickContext { epoch, min_bond };
         let mut rng = rand::rng();
@@ -409,7 +422,7 @@ impl Node {
             .saturating_add(64)
             .saturating_add(u32::try_from(job.params.max_tokens).unwrap_or(u32::MAX));
         let account = mycel_ledger::AccountId(*worker.public_key().as_bytes());
-        match ledger.escrow(account, tokens).await {
+        match ledger.escrow(account, tokens, job.private).await {
             Ok(p) => {
                 if let Some(id) = &job.request_id {
                     self.inner.jobs.paid(id, &p);
@@ -437,11 +450,21 @@ impl Node {
             .into_iter()
             .filter(|p| !tried.contains(p))
             .collect();
-        let providers = self.rank(providers).await;
         if providers.is_empty() {
             return Err(NodeError::ModelNotFound(job.model.clone()));
         }
+        let providers = self.rank(providers, job.private).await;
+        if providers.is_empty() {
+            return Err(NodeError::UpstreamFailed {
+                model: job.model.clone(),
+                reasons: "no provider is trusted enough for a private job (stake or audited work \
+                          below the threshold, or this node keeps no ledger)"
+                    .into(),
+            });
+        }
         let mut reasons = Vec::new();
+        // When every provider tried was only busy, the caller may retry: say busy (503), not failed.
+        let mut all_busy = true;
         for peer in providers.into_iter().take(MAX_REMOTE_ATTEMPTS) {
             tried.push(peer);
             let Ok(did) = Did::from_peer_id(&peer) else {
@@ -464,11 +487,13 @@ impl Node {
                     message,
                 }) => return Err(NodeError::InvalidRequest(message)),
                 Ok(Opened::Refused { code, message }) => {
+                    all_busy &= code == InferErrorCode::Busy;
                     tracing::warn!(%peer, ?code, %message, "provider refused");
                     reasons.push(format!("{peer}: {code:?}: {message}"));
                     continue;
                 }
                 Err(reason) => {
+                    all_busy = false;
                     tracing::warn!(%peer, %reason, "provider failed");
                     reasons.push(format!("{peer}: {reason}"));
                     continue;
@@ -493,14 +518,28 @@ impl Node {
                     message,
                 }))) => return Err(NodeError::InvalidRequest(message)),
                 Ok(Ok(Ok(InferResponse::Error { code, message }))) => {
+                    all_busy &= code == InferErrorCode::Busy;
                     format!("{code:?}: {message}")
                 }
-                Ok(Ok(Err(e))) => e,
+                Ok(Ok(Err(e))) => {
+                    all_busy = false;
+                    e
+                }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => "deadline exceeded".to_string(),
+                Err(_) => {
+                    all_busy = false;
+                    "deadline exceeded".to_string()
+                }
             };
             tracing::warn!(%peer, %reason, "provider failed");
             reasons.push(format!("{peer}: {reason}"));
+        }
+        if all_busy && !reasons.is_empty() {
+            return Err(NodeError::Busy(format!(
+                "every provider of `{}` is busy: {}",
+                job.model,
+                reasons.join("; ")
+            )));
         }
         Err(NodeError::UpstreamFailed {
             model: job.model.clone(),

@@ -228,6 +228,10 @@ pub struct ChatArgs {
     /// Random seed: the same seed, model and prompt give the same answer.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A private job: only providers the node trusts (enough stake or audited work) may answer, it
+    /// is never audited and earns no emission. The serving node still sees the whole conversation.
+    #[arg(long)]
+    pub private: bool,
 }
 
 /// `mycel node …`

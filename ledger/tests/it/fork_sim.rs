@@ -114,7 +114,6 @@ fn simulate(seed: u64) -> (Vec<Option<BlockHash>>, [BlockHash; 2], Vec<[u8; 32]>
         net.send(0, i, Msg::Block(m.clone()));
     }
     let info = base.latest_epoch().clone();
-    let online = info.total;
     let mut now = 0;
     let mut next_rebroadcast = REBROADCAST_EVERY;
     while now < END {
@@ -172,7 +171,7 @@ fn simulate(seed: u64) -> (Vec<Option<BlockHash>>, [BlockHash; 2], Vec<[u8; 32]>
         while i < votes.len() {
             let v = votes[i];
             i += 1;
-            let outcome = node.elections.add_votes(vec![v], &info, online).pop();
+            let outcome = node.elections.add_votes(vec![v], &info).pop();
             let root = match outcome {
                 Some(VoteOutcome::Counted(r)) => r,
                 Some(VoteOutcome::Confirmed { root, winner }) => {
@@ -189,7 +188,7 @@ fn simulate(seed: u64) -> (Vec<Option<BlockHash>>, [BlockHash; 2], Vec<[u8; 32]>
                 _ => continue,
             };
             if let (Some(rep), Some(e)) = (&mut node.rep, node.elections.get(&root)) {
-                for nv in rep.on_update(e, &info, online) {
+                for nv in rep.on_update(e, &info) {
                     out.push(Msg::Vote(nv));
                     votes.push(nv);
                 }

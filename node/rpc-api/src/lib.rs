@@ -117,6 +117,10 @@ pub struct ChatRequest {
     /// Strings that end the answer (not included in it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// A private job: only peers above the node's trust threshold may serve it, it is never shown to
+    /// validators (never audited) and earns no emission (specs/rpc.md, "Private jobs").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// Token counts of an answer.

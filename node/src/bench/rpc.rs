@@ -80,15 +80,20 @@ pub struct RpcArgs {
     /// briefly, then are refused as busy.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_concurrent: Option<u64>,
+    /// Compute threads of the model (default: $RAYON_NUM_THREADS, else all cores). On a small
+    /// shared machine one thread gives steadier ratios: the model's fork-join threads then do not
+    /// fight the I/O tasks for cores.
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
     /// Seconds between RSS samples in the load phase.
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     sample_every: u64,
 }
 
-/// Runs `bench rpc`.
-pub fn run(data_dir: &Path, args: &RpcArgs) -> Result<()> {
+/// Runs `bench rpc` (the model computing on `threads` threads, as set in the environment).
+pub fn run(data_dir: &Path, args: &RpcArgs, threads: usize) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    rt.block_on(bench(data_dir, args))
+    rt.block_on(bench(data_dir, args, threads))
 }
 
 /// One answer as a client saw it.
@@ -117,7 +122,7 @@ enum Outcome {
     Failed(String),
 }
 
-async fn bench(data_dir: &Path, args: &RpcArgs) -> Result<()> {
+async fn bench(data_dir: &Path, args: &RpcArgs, threads: usize) -> Result<()> {
     let cache = config::models_dir(data_dir);
     let id = args.model.clone();
     let model = tokio::task::spawn_blocking(move || models::load(&id, &cache, |_| {}))
@@ -144,8 +149,8 @@ async fn bench(data_dir: &Path, args: &RpcArgs) -> Result<()> {
     // The baseline: the same weights in memory, driven directly.
     let host = ModelHost::new([(args.model.clone(), model)].into(), 1);
     println!(
-        "model {}, {} token(s) per request, {} run(s) per path, seed {}, node at {addr} \
-         ({slots} generation slot(s), response cache off), build: {}",
+        "model {} ({threads} compute thread(s)), {} token(s) per request, {} run(s) per path, \
+         seed {}, node at {addr} ({slots} generation slot(s), response cache off), build: {}",
         args.model,
         args.tokens,
         args.runs,
@@ -225,13 +230,26 @@ async fn latency_phase(
     let _ = answered(websocket(&ws, rpc_request(m, PROMPT, s, n)).await)?;
     let _ = answered(sse(addr, &openai_body(m, PROMPT, s, n)).await)?;
     let mut paths: [Vec<Sample>; 4] = Default::default();
+    // CPU time of the whole process (node, clients, model threads) per request, ms.
+    let mut cpu: [Vec<f64>; 4] = Default::default();
     for _ in 0..args.runs {
+        let c0 = cpu_ms();
         paths[0].push(engine(host, job(m, PROMPT, s, n)?).await?);
+        let c1 = cpu_ms();
         paths[1].push(answered(
             websocket(&ws, rpc_request(m, PROMPT, s, n)).await,
         )?);
+        let c2 = cpu_ms();
         paths[2].push(answered(sse(addr, &openai_body(m, PROMPT, s, n)).await)?);
+        let c3 = cpu_ms();
         paths[3].push(routed(node, job(m, PROMPT, s, n)?).await?);
+        let c4 = cpu_ms();
+        for (i, (from, to)) in [(c0, c1), (c1, c2), (c2, c3), (c3, c4)]
+            .into_iter()
+            .enumerate()
+        {
+            cpu[i].push(to - from);
+        }
     }
     let same = paths
         .iter()
@@ -243,8 +261,8 @@ async fn latency_phase(
         args.runs
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>9} {:>7}",
-        "path", "TTFT ms", "total ms", "tok/s", "tokens"
+        "{:<34} {:>10} {:>10} {:>9} {:>7} {:>8}",
+        "path", "TTFT ms", "total ms", "tok/s", "tokens", "CPU ms"
     );
     let labels = [
         "(a) engine in process (ModelHost)",
@@ -262,9 +280,11 @@ async fn latency_phase(
             )
         })
         .collect();
-    for ((label, (ttft, total, tok_s)), p) in labels.iter().zip(&medians).zip(&paths) {
+    for (((label, (ttft, total, tok_s)), p), c) in labels.iter().zip(&medians).zip(&paths).zip(&cpu)
+    {
         let tokens = p.first().map(|x| x.tokens).unwrap_or(0);
-        println!("{label:<34} {ttft:>10.2} {total:>10.1} {tok_s:>9.1} {tokens:>7}");
+        let c = median(c.iter().copied());
+        println!("{label:<34} {ttft:>10.2} {total:>10.1} {tok_s:>9.1} {tokens:>7} {c:>8.0}");
     }
     let (a_ttft, _, a_tok_s) = medians[0];
     for (name, (ttft, _, tok_s)) in [
@@ -644,6 +664,26 @@ fn rss_kib() -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) this process has used, ms (10 ms resolution; 0 without /proc).
+fn cpu_ms() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime are
+    // fields 14 and 15, in clock ticks of 1/100 s (USER_HZ).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -679,9 +719,19 @@ mod tests {
     }
 
     #[test]
-    fn rss_is_readable_on_linux() {
+    fn rss_and_cpu_time_are_readable_on_linux() {
         if std::path::Path::new("/proc/self/status").exists() {
             assert!(rss_kib().is_some_and(|k| k > 0));
+            let start = cpu_ms();
+            let mut x = 0u64;
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(60) {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
+            assert!(
+                x > 0 && cpu_ms() > start,
+                "60 ms of spinning shows as CPU time"
+            );
         }
     }
 }

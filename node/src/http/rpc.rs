@@ -73,7 +73,7 @@ impl RpcImpl {
             })
             .collect::<Result<Vec<_>, NodeError>>()?;
         let model = request.model.unwrap_or_else(|| self.node.default_model());
-        ChatJob::new(
+        let mut job = ChatJob::new(
             model,
             messages,
             &SamplingRequest {
@@ -83,7 +83,9 @@ impl RpcImpl {
                 seed: request.seed,
             },
             request.stop,
-        )
+        )?;
+        job.private = request.private;
+        Ok(job)
     }
 }
 

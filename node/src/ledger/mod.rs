@@ -228,6 +228,7 @@ enum Command {
     Escrow {
         worker: AccountId,
         max_tokens: u32,
+        private: bool,
         reply: oneshot::Sender<Result<Payment>>,
     },
     SignReceipt {
@@ -366,11 +367,18 @@ impl LedgerHandle {
     }
 
     /// Locks credits for a job served by `worker` (at most `max_tokens` tokens, prompt included, at the
-    /// genesis price per token): posts an Escrow block on this node's chain and gossips it.
-    pub async fn escrow(&self, worker: AccountId, max_tokens: u32) -> Result<Payment> {
+    /// genesis price per token): posts an Escrow block on this node's chain and gossips it. A private
+    /// escrow is never audited and earns no emission.
+    pub async fn escrow(
+        &self,
+        worker: AccountId,
+        max_tokens: u32,
+        private: bool,
+    ) -> Result<Payment> {
         self.ask(|reply| Command::Escrow {
             worker,
             max_tokens,
+            private,
             reply,
         })
         .await?

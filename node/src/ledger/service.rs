@@ -1,7 +1,7 @@
 //! The ledger actor: validation, voting, confirmation, fork settlement and checkpoints on one thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libp2p::PeerId;
 use libp2p::gossipsub::MessageAcceptance;
@@ -32,8 +32,6 @@ use crate::error::{NodeError, Result};
 use crate::network::NetworkHandle;
 use crate::scoring::ReputationBook;
 
-/// A voter counts as online for this long after its last vote.
-const ONLINE_WINDOW: Duration = Duration::from_secs(120);
 /// Confirmed winners waiting for a dependency before they can be applied.
 const MAX_PENDING_CONFIRMS: usize = 4096;
 /// Distinct checkpoint tables collected at once.
@@ -78,7 +76,6 @@ pub(super) struct Service {
     rep: Representative,
     elections: Elections,
     table_epoch: u64,
-    seen_voters: HashMap<AccountId, Instant>,
     pending_confirms: HashMap<BlockHash, QuorumCert>,
     shares: BTreeMap<(ShareKind, u64, [u8; 32]), ShareSet>,
     /// Lowest epoch whose Mint this node may still have to sign.
@@ -118,7 +115,6 @@ impl Service {
             account,
             elections: Elections::new(),
             table_epoch,
-            seen_voters: HashMap::new(),
             pending_confirms: HashMap::new(),
             shares: BTreeMap::new(),
             mint_floor: 0,
@@ -207,9 +203,10 @@ impl Service {
             Command::Escrow {
                 worker,
                 max_tokens,
+                private,
                 reply,
             } => {
-                let _ = reply.send(self.post_escrow(worker, max_tokens));
+                let _ = reply.send(self.post_escrow(worker, max_tokens, private));
             }
             Command::SignReceipt {
                 payment,
@@ -574,17 +571,6 @@ impl Service {
         }
     }
 
-    fn online_weight(&self, info: &EpochInfo) -> Credits {
-        let now = Instant::now();
-        let mut w = info.weight(&self.account);
-        for (voter, seen) in &self.seen_voters {
-            if *voter != self.account && now.duration_since(*seen) < ONLINE_WINDOW {
-                w = Credits(w.0.saturating_add(info.weight(voter).0));
-            }
-        }
-        w
-    }
-
     /// Counts votes (signatures are verified by the elections), reacts as a representative, and
     /// settles confirmed roots.
     fn count_votes(&mut self, votes: Vec<Vote>) {
@@ -593,20 +579,13 @@ impl Service {
         while !queue.is_empty() && guard < 8 {
             guard += 1;
             let info = self.ledger.ledger().latest_epoch().clone();
-            let now = Instant::now();
             let l = self.ledger.ledger();
             let votes: Vec<Vote> = std::mem::take(&mut queue)
                 .into_iter()
                 .filter(|v| !l.is_confirmed(&v.block))
                 .collect();
-            for v in &votes {
-                if !info.weight(&v.voter).is_zero() && self.seen_voters.len() <= info.table.len() {
-                    self.seen_voters.insert(v.voter, now);
-                }
-            }
-            let online = self.online_weight(&info);
             let mut touched = BTreeSet::new();
-            for outcome in self.elections.add_votes(votes, &info, online) {
+            for outcome in self.elections.add_votes(votes, &info) {
                 match outcome {
                     VoteOutcome::Counted(root) => {
                         touched.insert(root);
@@ -620,7 +599,7 @@ impl Service {
             }
             for root in touched {
                 if let Some(e) = self.elections.get(&root) {
-                    let mine = self.rep.on_update(e, &info, online);
+                    let mine = self.rep.on_update(e, &info);
                     if !mine.is_empty() {
                         self.publish_votes(&mine);
                         queue.extend(mine);
@@ -794,7 +773,12 @@ impl Service {
         Ok(hash)
     }
 
-    fn post_escrow(&mut self, worker: AccountId, max_tokens: u32) -> Result<Payment> {
+    fn post_escrow(
+        &mut self,
+        worker: AccountId,
+        max_tokens: u32,
+        private: bool,
+    ) -> Result<Payment> {
         let price = self.genesis.params.price_per_token;
         let amount = price
             .0
@@ -814,7 +798,7 @@ impl Service {
             worker,
             amount,
             expires_epoch: self.now_epoch() + ESCROW_EPOCHS,
-            private: false,
+            private,
         })?;
         Ok(Payment {
             escrow: escrow.0,
@@ -1170,8 +1154,7 @@ impl Service {
         n
     }
 
-    /// A certificate from sync: final votes of the table of its epoch reaching 2/3 of at least half
-    /// of that table's stake (the least online weight any node confirms with).
+    /// A certificate from sync: final votes of the table of its epoch reaching 2/3 of its stake.
     fn qc_valid(&self, qc: &QuorumCert) -> bool {
         let Some(epoch) = qc.votes.first().map(|v| v.epoch) else {
             return false;
@@ -1179,15 +1162,12 @@ impl Service {
         let Some(info) = self.ledger.ledger().epoch_info(epoch) else {
             return false;
         };
-        qc.verify(info, Credits(info.total.0 / 2)).is_ok()
+        qc.verify(info).is_ok()
     }
 
     // ------------------------------------------------------------------------------ periodic duties
 
     fn on_tick(&mut self) {
-        let now = Instant::now();
-        self.seen_voters
-            .retain(|_, t| now.duration_since(*t) < ONLINE_WINDOW);
         // Votes are rebroadcast until their roots settle: gossip is lossy and peers join late.
         let open: BTreeSet<Root> = self.elections.open_roots().into_iter().collect();
         let votes: Vec<Vote> = self

@@ -1210,7 +1210,6 @@ pub fn run_byzantine(s: &ByzantineScenario, params: &Params, seed: u64) -> Resul
             .epoch_info(e)
             .cloned()
             .ok_or_else(|| NodeError::Ledger(format!("simulation: no table for epoch {e}")))?;
-        let online = info.total;
 
         // --- the fork of epoch e: two sends at one height of the attacker's chain (its blocks are
         // not applied here; only the election over them matters).
@@ -1248,7 +1247,7 @@ pub fn run_byzantine(s: &ByzantineScenario, params: &Params, seed: u64) -> Resul
                 group: g,
             });
         }
-        let outcome = fork_round(s, &mut rng, &info, online, &branches, &honest, &byz_keys);
+        let outcome = fork_round(s, &mut rng, &info, &branches, &honest, &byz_keys);
         if outcome.double_spend {
             double_spends += 1;
         }
@@ -1573,7 +1572,6 @@ fn fork_round(
     s: &ByzantineScenario,
     rng: &mut SimRng,
     info: &EpochInfo,
-    online: Credits,
     branches: &[Block],
     honest: &[HonestRep],
     byz_keys: &[&Keypair],
@@ -1651,7 +1649,7 @@ fn fork_round(
             if v.is_final {
                 all_finals.insert((v.voter, v.block), v);
             }
-            let root = match elections[to].add_vote(v, info, online) {
+            let root = match elections[to].add_vote(v, info) {
                 VoteOutcome::Counted(r) => r,
                 VoteOutcome::Confirmed { root, winner } => {
                     confirmed[to] = Some(winner);
@@ -1660,7 +1658,7 @@ fn fork_round(
                 _ => continue,
             };
             if let Some(e) = elections[to].get(&root) {
-                for nv in reps[to].on_update(e, info, online) {
+                for nv in reps[to].on_update(e, info) {
                     out.push(nv);
                     pending.push(nv);
                 }
@@ -1704,17 +1702,14 @@ fn fork_round(
             .collect();
         let weight: u128 = valid.iter().map(|v| info.weight(&v.voter).0).sum();
         let all_count = votes.len();
-        let ok = QuorumCert { block: *b, votes }.verify(info, online).is_ok()
+        let ok = QuorumCert { block: *b, votes }.verify(info).is_ok()
             || (valid.len() < all_count
-                && EpochInfo::is_quorum(
-                    Credits(weight),
-                    quorum::threshold_base(info.total, online),
-                )
+                && EpochInfo::is_quorum(Credits(weight), info.total)
                 && QuorumCert {
                     block: *b,
                     votes: valid,
                 }
-                .verify(info, online)
+                .verify(info)
                 .is_ok());
         if ok {
             confirmable += 1;

@@ -764,3 +764,48 @@ async fn audited_work_is_minted_after_its_epoch() {
         n.shutdown().await;
     }
 }
+
+/// A private job goes only to a trusted provider (A's stake is at the threshold), is paid through a
+/// private escrow, and is never audited even where every public job is: A claims without verdicts.
+/// A node without a ledger cannot tell whom to trust and refuses private jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_job_is_never_audited_and_needs_a_trusted_provider() {
+    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    let request = || ChatRequest {
+        model: Some("tiny".into()),
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: "Keep this between us".into(),
+        }],
+        max_tokens: Some(8),
+        temperature: Some(0.0),
+        private: true,
+        ..Default::default()
+    };
+    let (w, nodes, _dirs) = audit_world("tiny", tiny_model()).await;
+    let answer = client(&nodes[1]).chat(request()).await.unwrap();
+    assert_eq!(
+        answer.served_by,
+        Did::from_public_key(w.nodes[0].public()).to_string()
+    );
+    let ca = client(&nodes[0]);
+    let claim = wait_for_kind(&ca, &id(&w.nodes[0]), "claim").await;
+    assert_eq!(
+        claim["verdicts"].as_array().map(Vec::len),
+        Some(0),
+        "{claim}"
+    );
+    let escrow = wait_for_kind(&ca, &id(&w.nodes[1]), "escrow").await;
+    assert_eq!(escrow["private"], true);
+    for n in nodes.into_iter().rev() {
+        n.shutdown().await;
+    }
+
+    let pair = crate::harness::Pair::start().await;
+    pair.wait_until_b_lists_tiny().await;
+    match client(&pair.b).chat(request()).await {
+        Err(ClientError::Call(e)) => assert_eq!(e.code(), error_codes::UPSTREAM_FAILED),
+        other => panic!("a node without a ledger served a private job: {other:?}"),
+    }
+    pair.shutdown().await;
+}

@@ -174,6 +174,7 @@ fn request(args: &ChatArgs, messages: Vec<ChatMessage>) -> ChatRequest {
         max_tokens: args.max_tokens,
         seed: args.seed,
         stop: Vec::new(),
+        private: args.private,
     }
 }
 
