@@ -5,6 +5,7 @@
 //! - [`Domain`] and [`domains`]: every signature is over `blake3(domain ‖ 0x00 ‖ message)`, verified
 //!   with `verify_strict`; [`verify_batch`] checks many at once.
 //! - [`credential`]: W3C Verifiable Credentials of consortium membership (VC-JWT, EdDSA).
+//! - [`revocation`]: signed revocations of consortium memberships.
 //! - [`keystore`]: password-encrypted key files (argon2id + XChaCha20-Poly1305).
 //!
 //! The normative description is `specs/identity.md`.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod key;
 pub mod keystore;
 pub mod peer;
+pub mod revocation;
 pub mod signing;
 
 pub use did::{Did, DocumentFormat};

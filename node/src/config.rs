@@ -75,6 +75,18 @@ response_cache_entries = 1024
 # Bearer token that lets non-loopback clients call state-changing JSON-RPC methods (ledger_submit).
 # Loopback clients never need it. Unset: only loopback clients may change state.
 # rpc_token = "a long random string"
+
+# Consortium mode (specs/wire.md, "Consortium mode"): with this section the node admits only peers that
+# present a valid membership credential (W3C VC-JWT) from a trusted issuer right after connecting.
+# Peers that fail or stay silent past the deadline are disconnected and blocked. Relative paths are
+# inside the data dir.
+# [consortium]
+# id = "acme"                                   # consortium name (the credential's memberOf)
+# trusted_issuers = ["did:key:z6Mk..."]         # admin DIDs whose credentials and revocations count
+# credential = "membership.jwt"                 # this node's own credential, issued to its DID
+# psk = "swarm.key"                             # optional libp2p pnet key file (TCP only, no QUIC)
+# revocations = "revocations.json"              # where accepted revocations are kept
+# handshake_timeout_secs = 10                   # deadline for a peer to present its credential
 "#;
 
 /// The node's configuration.
@@ -108,6 +120,54 @@ pub struct Config {
     /// Answers the response cache keeps ([`crate::cache`]); 0 turns it off. Default:
     /// [`crate::cache::DEFAULT_CACHE_ENTRIES`] (1024).
     pub response_cache_entries: usize,
+    /// Consortium mode ([`crate::membership`]). Default: none (an open network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consortium: Option<ConsortiumConfig>,
+}
+
+/// The `[consortium]` section: who may join this node's network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsortiumConfig {
+    /// The consortium name; credentials must say `memberOf` exactly this.
+    pub id: String,
+    /// DIDs of the admins whose credentials and revocations this node accepts (at least one).
+    pub trusted_issuers: Vec<String>,
+    /// This node's own credential file (a VC-JWT issued to the node's DID).
+    pub credential: PathBuf,
+    /// Pre-shared key file for libp2p pnet (`/key/swarm/psk/1.0.0/` format). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk: Option<PathBuf>,
+    /// File of accepted revocations (JSON). Default: `revocations.json` in the data dir.
+    #[serde(default = "default_revocations_file")]
+    pub revocations: PathBuf,
+    /// Seconds a peer has to present a valid credential after connecting. Default: 10.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_revocations_file() -> PathBuf {
+    PathBuf::from("revocations.json")
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    crate::membership::DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
+}
+
+impl ConsortiumConfig {
+    /// Makes relative paths relative to `data_dir`.
+    pub fn resolve_paths(&mut self, data_dir: &Path) {
+        for p in [&mut self.credential, &mut self.revocations] {
+            if p.is_relative() {
+                *p = data_dir.join(&*p);
+            }
+        }
+        if let Some(p) = &mut self.psk
+            && p.is_relative()
+        {
+            *p = data_dir.join(&*p);
+        }
+    }
 }
 
 /// The RPC bearer token: a secret, so `Debug` never shows it.
@@ -138,6 +198,7 @@ impl Default for Config {
             ledger_tick_ms: 2000,
             rpc_token: None,
             response_cache_entries: crate::cache::DEFAULT_CACHE_ENTRIES,
+            consortium: None,
         }
     }
 }
@@ -203,6 +264,16 @@ impl Config {
             return Err(NodeError::Config(
                 "heartbeat_interval_secs and infer_timeout_secs must be at least 1".into(),
             ));
+        }
+        if let Some(c) = &self.consortium {
+            crate::membership::validate_config(c)?;
+            if c.psk.is_some() && self.listen.iter().any(|a| a.contains("/quic")) {
+                return Err(NodeError::Config(
+                    "consortium.psk (libp2p pnet) works over TCP only: remove the QUIC listen \
+                     addresses"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -292,5 +363,47 @@ mod tests {
         assert!(Config::from_toml_str("listen = [\"not a multiaddr\"]").is_err());
         assert!(Config::from_toml_str("max_concurrent_generations = 0").is_err());
         assert!(Config::from_toml_str("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn consortium_section_parses_and_is_checked() {
+        let issuer =
+            mycel_identity::Did::from_public_key(mycel_identity::Keypair::generate().public());
+        let section = |extra: &str| {
+            format!(
+                "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n[consortium]\nid = \"acme\"\n\
+                 trusted_issuers = [\"{issuer}\"]\ncredential = \"member.jwt\"\n{extra}"
+            )
+        };
+        let c = Config::from_toml_str(&section("")).expect("minimal section");
+        let cc = c.consortium.expect("consortium mode");
+        assert_eq!(cc.revocations, PathBuf::from("revocations.json"));
+        assert_eq!(cc.handshake_timeout_secs, 10);
+        assert_eq!(cc.psk, None);
+        let mut resolved = cc.clone();
+        resolved.resolve_paths(Path::new("/data"));
+        assert_eq!(resolved.credential, PathBuf::from("/data/member.jwt"));
+        assert_eq!(
+            resolved.revocations,
+            PathBuf::from("/data/revocations.json")
+        );
+        assert!(Config::from_toml_str(&section("psk = \"swarm.key\"")).is_ok());
+
+        // No issuer, a malformed issuer, an empty id, a zero deadline, an unknown key.
+        let no_issuer = "[consortium]\nid = \"acme\"\ntrusted_issuers = []\ncredential = \"m\"";
+        assert!(Config::from_toml_str(no_issuer).is_err());
+        let bad_issuer =
+            "[consortium]\nid = \"acme\"\ntrusted_issuers = [\"did:web:x\"]\ncredential = \"m\"";
+        assert!(Config::from_toml_str(bad_issuer).is_err());
+        let empty_id = section("").replace("id = \"acme\"", "id = \"\"");
+        assert!(Config::from_toml_str(&empty_id).is_err());
+        assert!(Config::from_toml_str(&section("handshake_timeout_secs = 0")).is_err());
+        assert!(Config::from_toml_str(&section("mode = \"open\"")).is_err());
+        // pnet cannot protect QUIC.
+        let quic = section("psk = \"swarm.key\"").replace(
+            "listen = [\"/ip4/127.0.0.1/tcp/0\"]",
+            "listen = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]",
+        );
+        assert!(Config::from_toml_str(&quic).is_err());
     }
 }

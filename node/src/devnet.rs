@@ -48,8 +48,8 @@ pub struct DevnetSpec {
     pub dir: PathBuf,
     /// HTTP port of node 0; node `i` uses `http_port + i` (0: OS-chosen ports).
     pub http_port: u16,
-    /// Epoch length for a new genesis.
-    pub epoch_secs: u64,
+    /// Parameters of a new genesis (an existing genesis keeps its own).
+    pub params: Params,
     /// Ledger duty period.
     pub ledger_tick: Duration,
     /// Heartbeat period in seconds.
@@ -203,7 +203,7 @@ pub fn prepare(spec: DevnetSpec) -> Result<Prepared> {
         }
         g
     } else {
-        let g = new_genesis(&keys, &wallet_key, spec.epoch_secs);
+        let g = new_genesis(&keys, &wallet_key, spec.params.clone());
         write_private(&genesis_path, g.to_json().as_bytes())?;
         g
     };
@@ -223,7 +223,17 @@ pub fn prepare(spec: DevnetSpec) -> Result<Prepared> {
     })
 }
 
-fn new_genesis(nodes: &[Keypair], wallet: &Keypair, epoch_secs: u64) -> Genesis {
+/// The parameters of a devnet genesis: the defaults, with `epoch_secs` and a proof of work low enough
+/// for an interactive devnet (still a real one).
+pub fn devnet_params(epoch_secs: u64) -> Params {
+    Params {
+        epoch_secs,
+        open_work_bits: 12,
+        ..Params::default()
+    }
+}
+
+fn new_genesis(nodes: &[Keypair], wallet: &Keypair, params: Params) -> Genesis {
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
     let mut accounts: Vec<GenesisAccount> = nodes
@@ -248,12 +258,7 @@ fn new_genesis(nodes: &[Keypair], wallet: &Keypair, epoch_secs: u64) -> Genesis 
         seed,
         start_time,
         accounts,
-        params: Params {
-            epoch_secs,
-            // Low enough for an interactive devnet, still a real proof of work.
-            open_work_bits: 12,
-            ..Params::default()
-        },
+        params,
     }
 }
 
@@ -379,7 +384,7 @@ mod tests {
             nodes,
             dir: dir.to_path_buf(),
             http_port: 0,
-            epoch_secs: 600,
+            params: devnet_params(600),
             ledger_tick: Duration::from_millis(300),
             heartbeat_secs: 1,
             gateway: true,

@@ -78,16 +78,23 @@ where
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Accepts inbound streams until `incoming` ends, serving each job on the local host.
+/// Accepts inbound streams until `incoming` ends, serving each job on the local host. Streams from
+/// peers not `admitted` (consortium mode: no valid membership credential yet) are dropped unread.
 pub async fn serve(
     mut incoming: IncomingStreams,
     host: Arc<ModelHost>,
     deadline: Duration,
     metrics: Arc<Metrics>,
     ledger: LedgerSlot,
+    admitted: crate::membership::Admitted,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND_STREAM_JOBS));
     while let Some((peer, mut stream)) = incoming.next().await {
+        if !admitted.contains(&peer) {
+            tracing::debug!(%peer, "dropped an inference stream from a peer that is not a member");
+            drop(stream);
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             let busy = StreamFrame::Error {
                 code: InferErrorCode::Busy,

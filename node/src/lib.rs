@@ -12,6 +12,8 @@
 //! `GET /metrics`. [`jobs`] remembers the latest chat jobs (`mycel_jobStatus`); [`cache`] answers
 //! exact repeats of deterministic requests without running the model.
 //!
+//! [`membership`] is consortium mode: the membership handshake, revocations and the pnet key.
+//!
 //! [`scoring`] is the pure routing-score core (probation, caps, randomized pick; not wired into
 //! routing yet); [`sim`] holds the seeded simulations behind `mycel-node sim`.
 //!
@@ -28,6 +30,7 @@ pub mod http;
 pub mod infer_stream;
 pub mod jobs;
 pub mod ledger;
+pub mod membership;
 pub mod metrics;
 pub mod models;
 pub mod network;

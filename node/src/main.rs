@@ -308,6 +308,9 @@ async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
     .context("model loading task")??;
 
     let ledger = config::ledger_options(&cfg, data_dir)?;
+    if let Some(c) = &mut cfg.consortium {
+        c.resolve_paths(data_dir);
+    }
     let running = RunningNode::start(StartOptions {
         key,
         config: cfg,
@@ -347,7 +350,7 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         nodes: args.nodes,
         dir: args.dir.clone(),
         http_port: args.http_port,
-        epoch_secs: args.epoch_secs,
+        params: mycel_node::devnet::devnet_params(args.epoch_secs),
         ledger_tick: Duration::from_secs(1),
         heartbeat_secs: 2,
         gateway: !args.no_gateway,

@@ -4,7 +4,9 @@
 //! Behaviours: identify, ping, Kademlia (`/mycel/kad/1.0.0`, server mode, provider records
 //! `model/<id>`), gossipsub (signed heartbeats on `mycel/health/1`), optional mDNS, connection limits,
 //! a peer block list (operators and the test harness cut peers off), and request-response inference
-//! (`/mycel/infer/1.0.0`, CBOR with size limits). specs/wire.md is the normative description.
+//! (`/mycel/infer/1.0.0`, CBOR with size limits). In consortium mode ([`crate::membership`]) also
+//! the membership handshake (`/mycel/membership/1.0.0`), revocation gossip and an optional pnet key.
+//! specs/wire.md is the normative description.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, mdns,
-    multiaddr::Protocol, noise, ping, tcp, yamux,
+    multiaddr::Protocol, ping,
 };
 use mycel_identity::Keypair;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +32,7 @@ use crate::error::{NodeError, Result};
 use crate::heartbeat::Heartbeat;
 use crate::ledger::LedgerInbound;
 use crate::ledger::wire::{self as ledger_wire, SyncRequest, SyncResponse};
+use crate::membership::{self, Gatekeeper, HandshakeResponse, Presentation, Verdict};
 use crate::metrics::{Metrics, Route};
 use crate::peers::{MAX_ADDRS_PER_PEER, PeerTable};
 use crate::wire::{self, InferErrorCode, InferResponse};
@@ -82,6 +85,8 @@ pub struct NetworkConfig {
     pub ledger_handle: crate::infer_stream::LedgerSlot,
     /// The auditor's inbox (none: this node judges no audits and refuses them).
     pub audit: Option<mpsc::Sender<AuditInbound>>,
+    /// Consortium mode: admit only members ([`crate::membership`]). None: an open network.
+    pub consortium: Option<Arc<membership::Consortium>>,
 }
 
 /// What the node knows about a connected peer.
@@ -157,6 +162,10 @@ enum Command {
     },
     AppScores {
         scores: Vec<(PeerId, f64)>,
+    },
+    Revoke {
+        revocation: Box<mycel_identity::revocation::Revocation>,
+        reply: oneshot::Sender<std::result::Result<bool, String>>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -325,6 +334,25 @@ impl NetworkHandle {
         self.send(Command::AppScores { scores }).await
     }
 
+    /// Applies a signed membership revocation (consortium mode) and gossips it: the revoked member
+    /// is disconnected and blocked here, and every member that receives it does the same.
+    /// `Ok(true)` when it was new, `Ok(false)` when already known (not re-gossiped); an error when
+    /// this node is not in consortium mode or the revocation is not valid for it.
+    pub async fn revoke_membership(
+        &self,
+        revocation: mycel_identity::revocation::Revocation,
+    ) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Revoke {
+            revocation: Box::new(revocation),
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
+            .map_err(NodeError::InvalidRequest)
+    }
+
     /// Stops the actor and waits until the swarm is dropped.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
@@ -347,6 +375,7 @@ struct Behaviour {
     ledger_sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     audit: request_response::cbor::Behaviour<AuditRequest, AuditResponse>,
     stream: libp2p_stream::Behaviour,
+    membership: Toggle<request_response::cbor::Behaviour<Presentation, HandshakeResponse>>,
 }
 
 /// Builds the swarm, starts listening and dialing, and spawns the actor.
@@ -358,15 +387,19 @@ pub fn start(
     let net_err = |e: &dyn std::fmt::Display| NodeError::Network(e.to_string());
     let mdns_on = cfg.mdns;
     let infer_timeout = cfg.infer_timeout;
+    let gate = match &cfg.consortium {
+        Some(c) => Some(Gatekeeper::new(
+            c.clone(),
+            &mycel_identity::Did::from_public_key(key.public()),
+        )?),
+        None => None,
+    };
+    let psk = cfg.consortium.as_ref().and_then(|c| c.psk());
+    let consortium_on = gate.is_some();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_other_transport(|k| membership::transport(k, psk))
         .map_err(|e| net_err(&e))?
-        .with_quic()
         .with_behaviour(
             |k| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let peer_id = k.public().to_peer_id();
@@ -464,6 +497,7 @@ pub fn start(
                     ledger_sync,
                     audit,
                     stream: libp2p_stream::Behaviour::new(),
+                    membership: Toggle::from(consortium_on.then(membership::behaviour)),
                 })
             },
         )
@@ -481,6 +515,13 @@ pub fn start(
             .behaviour_mut()
             .gossipsub
             .subscribe(&IdentTopic::new(t))
+            .map_err(|e| net_err(&e))?;
+    }
+    if consortium_on {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(membership::MEMBERSHIP_TOPIC))
             .map_err(|e| net_err(&e))?;
     }
     for addr in &cfg.listen {
@@ -511,6 +552,8 @@ pub fn start(
         cfg.infer_timeout,
         cfg.metrics.clone(),
         cfg.ledger_handle.clone(),
+        gate.as_ref()
+            .map_or_else(membership::Admitted::open, Gatekeeper::admitted),
     ));
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
@@ -536,6 +579,7 @@ pub fn start(
         listen_tx,
         answer_tx,
         stream_server,
+        gate,
     };
     let task = tokio::spawn(actor.run(rx, answer_rx));
     Ok((
@@ -629,6 +673,8 @@ struct Actor {
     listen_tx: watch::Sender<Vec<Multiaddr>>,
     answer_tx: mpsc::Sender<InboundAnswer>,
     stream_server: tokio::task::JoinHandle<()>,
+    /// Consortium mode: who proved membership (None: open network, everyone is admitted).
+    gate: Option<Gatekeeper>,
 }
 
 impl Actor {
@@ -638,6 +684,7 @@ impl Actor {
         mut answers: mpsc::Receiver<InboundAnswer>,
     ) {
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
+        let mut handshake_deadlines = tokio::time::interval(membership::DEADLINE_CHECK_INTERVAL);
         let ack = loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -656,6 +703,7 @@ impl Actor {
                     self.publish_heartbeat();
                     self.cfg.metrics.peers_up.set(self.peers.up_count(Instant::now()) as i64);
                 }
+                _ = handshake_deadlines.tick(), if self.gate.is_some() => self.expel_overdue(),
             }
         };
         // Dropping the swarm closes every connection and listener before the shutdown is acknowledged.
@@ -677,7 +725,8 @@ impl Actor {
                 self.outbound.insert(id, reply);
             }
             Command::FindProviders { model, reply } => {
-                let known = self.peers.providers(&model, Instant::now(), MAX_PROVIDERS);
+                let mut known = self.peers.providers(&model, Instant::now(), MAX_PROVIDERS);
+                known.retain(|p| self.admitted(p));
                 if !known.is_empty() || self.lookups.len() >= MAX_PENDING_LOOKUPS {
                     let _ = reply.send(known);
                     return;
@@ -700,6 +749,7 @@ impl Actor {
                 let list = self
                     .peers
                     .iter()
+                    .filter(|(p, _)| self.admitted(p))
                     .map(|(p, s)| PeerSnapshot {
                         peer_id: *p,
                         addrs: s.addrs.clone(),
@@ -804,6 +854,9 @@ impl Actor {
                     g.set_application_score(&peer, score);
                 }
             }
+            Command::Revoke { revocation, reply } => {
+                let _ = reply.send(self.revoke(*revocation, None));
+            }
             Command::Shutdown { .. } => {}
         }
     }
@@ -842,9 +895,15 @@ impl Actor {
                 self.listen_tx.send_modify(|v| v.retain(|a| *a != address));
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                num_established,
+                ..
             } => {
                 self.cfg.metrics.connections.inc();
+                if num_established.get() == 1 && !self.start_handshake(peer_id) {
+                    return;
+                }
                 if !self
                     .peers
                     .connected(peer_id, endpoint.get_remote_address().clone())
@@ -865,6 +924,9 @@ impl Actor {
             } => {
                 self.cfg.metrics.connections.dec();
                 if num_established == 0 {
+                    if let Some(gate) = &mut self.gate {
+                        gate.disconnected(&peer_id);
+                    }
                     self.peers.disconnected(&peer_id);
                     self.cfg.metrics.peers.set(self.peers.len() as i64);
                     tracing::debug!(%peer_id, "disconnected");
@@ -927,13 +989,25 @@ impl Actor {
                 id, result, step, ..
             }) => self.on_kad_progress(id, result, step.last),
             BehaviourEvent::Infer(ev) => self.on_infer_event(ev),
+            BehaviourEvent::Membership(ev) => self.on_membership_event(ev),
             _ => {}
         }
     }
 
     fn on_gossip(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         use gossipsub::MessageAcceptance::{Ignore, Reject};
+        // Nothing from a peer that has not proved membership is accepted or forwarded.
+        if !self.admitted(&via) {
+            self.cfg.metrics.gossip(false);
+            self.report(&id, &via, Ignore);
+            return;
+        }
         let topic = message.topic.as_str();
+        if topic == membership::MEMBERSHIP_TOPIC && self.gate.is_some() {
+            let verdict = self.on_revocation_gossip(via, &message.data);
+            self.report(&id, &via, verdict);
+            return;
+        }
         if topic == wire::HEALTH_TOPIC {
             let verdict = self.on_heartbeat(&message);
             self.report(&id, &via, verdict);
@@ -1015,6 +1089,7 @@ impl Actor {
                 ..
             } => {
                 let refusal = match &self.cfg.ledger {
+                    _ if !self.admitted(&peer) => Some("not a member of this consortium"),
                     None => Some("this node keeps no ledger"),
                     Some(_) if self.sync_in.len() >= MAX_SYNC_STREAMS => Some("busy"),
                     Some(ledger) => {
@@ -1075,6 +1150,7 @@ impl Actor {
                 ..
             } => {
                 let refusal = match &self.cfg.audit {
+                    _ if !self.admitted(&peer) => "not a member of this consortium",
                     None => "this node judges no audits",
                     Some(_) if self.audit_in.len() >= MAX_SYNC_STREAMS => "busy",
                     Some(auditor) => {
@@ -1136,6 +1212,7 @@ impl Actor {
             for p in providers {
                 // A connected peer whose heartbeats stopped is down: its DHT record is stale.
                 if p != me
+                    && self.gate.as_ref().is_none_or(|g| g.is_admitted(&p))
                     && !self.peers.is_down(&p, now)
                     && !lookup.found.contains(&p)
                     && lookup.found.len() < MAX_PROVIDERS
@@ -1195,6 +1272,185 @@ impl Actor {
         }
     }
 
+    /// Whether `peer` may be served, gossiped with and used (always, outside consortium mode).
+    fn admitted(&self, peer: &PeerId) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.is_admitted(peer))
+    }
+
+    /// Consortium mode: presents this node's credential to a newly connected peer and starts its
+    /// deadline. `false` when the peer was expelled instead (too many handshakes pending).
+    fn start_handshake(&mut self, peer: PeerId) -> bool {
+        let Some(gate) = &mut self.gate else {
+            return true;
+        };
+        if !gate.connected(peer, Instant::now()) {
+            self.expel(peer, "too many membership handshakes pending");
+            return false;
+        }
+        let presentation = gate.presentation();
+        if let Some(rr) = self.swarm.behaviour_mut().membership.as_mut() {
+            rr.send_request(&peer, presentation);
+        }
+        true
+    }
+
+    /// Disconnects and blocks a peer that is not (or no longer) a member.
+    fn expel(&mut self, peer: PeerId, why: &str) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        tracing::info!(%peer, reason = why, "expelling a peer from the consortium");
+        if let Some(gate) = &mut self.gate {
+            gate.disconnected(&peer);
+        }
+        let blocked = &mut self.swarm.behaviour_mut().blocked;
+        if blocked.blocked_peers().len() < MAX_BLOCKED_PEERS {
+            // Blocking also closes every connection to it.
+            blocked.block_peer(peer);
+        } else {
+            tracing::warn!(%peer, "block list full: disconnecting without blocking");
+        }
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn expel_overdue(&mut self) {
+        let late = match &mut self.gate {
+            Some(gate) => gate.overdue(Instant::now()),
+            None => return,
+        };
+        for peer in late {
+            self.expel(peer, "no valid membership credential before the deadline");
+        }
+    }
+
+    fn on_membership_event(
+        &mut self,
+        event: request_response::Event<Presentation, HandshakeResponse>,
+    ) {
+        use request_response::{Event, Message, OutboundFailure};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let Some(gate) = &mut self.gate else {
+                    return;
+                };
+                let verdict =
+                    gate.presented(peer, &request.credential, time::OffsetDateTime::now_utc());
+                let response = match &verdict {
+                    Verdict::Admit => HandshakeResponse::Accepted,
+                    Verdict::Expel(why) => HandshakeResponse::Refused(why.clone()),
+                };
+                if let Some(rr) = self.swarm.behaviour_mut().membership.as_mut() {
+                    let _ = rr.send_response(channel, response);
+                }
+                match verdict {
+                    Verdict::Admit => {
+                        tracing::debug!(%peer, "peer proved its consortium membership");
+                        if let Some(ledger) = &self.cfg.ledger {
+                            // Sync with it now that it may be talked to.
+                            let _ = ledger.try_send(LedgerInbound::PeerConnected(peer));
+                        }
+                    }
+                    // Expelled once the refusal had a chance to go out (the block closes the
+                    // connection); a peer that ignores it is cut off here anyway.
+                    Verdict::Expel(why) => self.expel(peer, &why),
+                }
+            }
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        response: HandshakeResponse::Refused(why),
+                        ..
+                    },
+                ..
+            } => {
+                tracing::warn!(%peer, reason = %why, "a peer refused this node's membership credential");
+            }
+            Event::Message { .. } | Event::ResponseSent { .. } => {}
+            Event::OutboundFailure {
+                peer,
+                error: OutboundFailure::UnsupportedProtocols,
+                ..
+            } => {
+                if let Some(Verdict::Expel(why)) =
+                    self.gate.as_mut().and_then(|g| g.cannot_present(&peer))
+                {
+                    self.expel(peer, &why);
+                }
+            }
+            Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "membership presentation failed");
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound membership presentation failed");
+            }
+        }
+    }
+
+    /// A revocation on the membership topic: accepted (and forwarded) only when new and signed by a
+    /// trusted issuer for this consortium.
+    fn on_revocation_gossip(&mut self, via: PeerId, data: &[u8]) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let revocation = match mycel_identity::revocation::Revocation::from_json(data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%via, error = %e, "dropped an invalid revocation");
+                self.cfg.metrics.gossip(false);
+                return Reject;
+            }
+        };
+        match self.revoke(revocation, Some(via)) {
+            Ok(true) => {
+                self.cfg.metrics.gossip(true);
+                Accept
+            }
+            Ok(false) => Ignore,
+            Err(e) => {
+                tracing::debug!(%via, error = %e, "refused a revocation");
+                self.cfg.metrics.gossip(false);
+                Reject
+            }
+        }
+    }
+
+    /// Applies a revocation; publishes it when it is new and came from the local node (`via` None).
+    fn revoke(
+        &mut self,
+        revocation: mycel_identity::revocation::Revocation,
+        via: Option<PeerId>,
+    ) -> std::result::Result<bool, String> {
+        let Some(gate) = &mut self.gate else {
+            return Err("this node is not in consortium mode".into());
+        };
+        let json = revocation.to_json();
+        let subject = revocation.subject;
+        let Some(peer) = gate.revoke(revocation)? else {
+            return Ok(false);
+        };
+        if peer == *self.swarm.local_peer_id() {
+            tracing::error!("this node's own consortium membership was revoked");
+        } else {
+            self.expel(peer, &format!("membership of {subject} revoked"));
+        }
+        if via.is_none()
+            && let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(IdentTopic::new(membership::MEMBERSHIP_TOPIC), json)
+        {
+            tracing::warn!(error = %e, "revocation applied here but not gossiped");
+        }
+        Ok(true)
+    }
+
     fn on_inbound_job(
         &mut self,
         peer: PeerId,
@@ -1202,7 +1458,12 @@ impl Actor {
         channel: ResponseChannel<InferResponse>,
     ) {
         let refuse = |code, message: String| InferResponse::Error { code, message };
-        let early = if let Err(e) = job.validate() {
+        let early = if !self.admitted(&peer) {
+            Some(refuse(
+                InferErrorCode::InvalidRequest,
+                "not a member of this consortium".into(),
+            ))
+        } else if let Err(e) = job.validate() {
             Some(refuse(InferErrorCode::InvalidRequest, e.to_string()))
         } else if !self.host.serves(&job.model) {
             Some(refuse(

@@ -741,6 +741,15 @@ impl RunningNode {
         let ledger_slot = crate::infer_stream::LedgerSlot::default();
         let (audit_tx, audit_rx) = mpsc::channel(crate::audit::AUDIT_QUEUE);
         let judges = opts.ledger.is_some();
+        // Consortium mode: refuse to start without a usable own credential (and pnet key, if set).
+        let consortium = match &cfg.consortium {
+            Some(c) => Some(Arc::new(crate::membership::Consortium::load(
+                c,
+                &opts.key,
+                time::OffsetDateTime::now_utc(),
+            )?)),
+            None => None,
+        };
         let (net, net_task) = network::start(
             &opts.key,
             NetworkConfig {
@@ -753,6 +762,7 @@ impl RunningNode {
                 ledger: opts.ledger.is_some().then_some(ledger_tx),
                 ledger_handle: ledger_slot.clone(),
                 audit: judges.then_some(audit_tx),
+                consortium,
             },
             host.clone(),
         )?;

@@ -16,8 +16,19 @@
 //! - **recovery** of a wave: from its first departure until coverage is full and stays full to the
 //!   end of the wave's window (missing when it never came back). Goal ≤ 15 s, with the joins
 //!   themselves spread over the first 10 s. Reported too: the part after the wave's last join.
-//! - **ledger agreement**: every live node's ledger state root, compared at the end; not measured
-//!   while TestNet nodes run without a ledger — see [`ledger_agreement`].
+//! - **ledger** (on by default): every node keeps a real ledger under one genesis. Only the client
+//!   nodes are staked: they never churn, so the 2/3 of the stake table that confirmation needs stays
+//!   online through every wave, while the replicas (initial, restarted and fresh) keep, sync and relay
+//!   the ledger without voting. A harness wallet sends credits every few seconds through a live node
+//!   picked at random ([`crate::ledger::send_loop`]) and waits for each send's confirmation. Measured:
+//!   sends submitted and confirmed, the time from acceptance until a node reports the send
+//!   confirmed (p50/p99); **agreement**: before each next wave (traffic paused) and at the end,
+//!   every live node's `ledger_info.state_root`, compared after a short settle (goal: all equal
+//!   every time); **confirmed blocks lost**: every block of the wallet's chain that any node ever
+//!   reported confirmed (the sender's polls, each check's reading of every node's chain) must at the
+//!   end be held confirmed by every live node, restarted and fresh ones included (goal: 0). Unless
+//!   `paid_jobs` is set, the clients hold no liquid credits and forward jobs unpaid, so the wallet's
+//!   sends are the only ledger traffic and a paused moment is a quiet one (see [`ChurnConfig`]).
 //!
 //! The plan (victims, kill or stop, fresh node or restart, join times, query targets) comes from a
 //! seed; the timing is real.
@@ -26,17 +37,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mycel_ledger::Credits;
 use mycel_node::Config;
 use serde::Serialize;
-use tokio::sync::{RwLock, watch};
+use tokio::sync::{Mutex, RwLock, watch};
 
 use crate::client::{self, Api, Outcome};
 use crate::error::{Error, Result};
+use crate::ledger::{
+    self, BlocksCheck, ConfirmedSeen, MAX_SENDS, RootsCheck, SendRecord, SimWallet, TrafficConfig,
+};
 use crate::plot::{Axis, Chart, Series};
 use crate::report::verdict;
 use crate::rng::SimRng;
 use crate::stats::{BoundedLog, Percentiles};
-use crate::testnet::{Coverage, NetOptions, Role, TestNet, Topology};
+use crate::testnet::{Coverage, LedgerSetup, NetOptions, Role, Stakers, TestNet, Topology};
 
 /// Most query records one worker keeps (a long run at full speed stays far below).
 const MAX_QUERY_RECORDS_PER_WORKER: usize = 200_000;
@@ -102,6 +117,26 @@ pub struct ChurnConfig {
     /// Goal: longest recovery.
     #[serde(with = "secs")]
     pub goal_recovery: Duration,
+    /// Whether every node keeps a ledger (the clients staked) and a wallet sends credits.
+    pub ledger: bool,
+    /// Whether the clients hold liquid credits, and so pay the replicas for the jobs they forward
+    /// (an escrow per query, then receipts and claims). Off by default: with it, ledger traffic
+    /// never pauses (no probe sees a quiet moment), and on two cores the extra blocks compete with
+    /// the answers being measured.
+    pub paid_jobs: bool,
+    /// The wallet traffic.
+    pub traffic: TrafficConfig,
+    /// Ledger duty period of every node (vote rebroadcast, checkpoint duty, sync with one peer).
+    #[serde(with = "secs")]
+    pub ledger_tick: Duration,
+    /// How long a probe before each next wave waits for the state roots to agree (the probe starts
+    /// this long before the wave).
+    #[serde(with = "secs")]
+    pub probe_settle: Duration,
+    /// How long the end check waits for the roots to agree and every confirmed block to be held
+    /// confirmed everywhere.
+    #[serde(with = "secs")]
+    pub end_settle: Duration,
 }
 
 impl ChurnConfig {
@@ -128,6 +163,18 @@ impl ChurnConfig {
             seed: 0x6368_7572_6e00,
             goal_success_rate: 0.99,
             goal_recovery: Duration::from_secs(15),
+            ledger: true,
+            paid_jobs: false,
+            traffic: TrafficConfig {
+                interval: Duration::from_secs(3),
+                amount: Credits::whole(1),
+                rebroadcast_after: Duration::from_secs(5),
+                confirm_timeout: Duration::from_secs(20),
+                max_sends: MAX_SENDS,
+            },
+            ledger_tick: Duration::from_secs(1),
+            probe_settle: Duration::from_secs(4),
+            end_settle: Duration::from_secs(20),
         }
     }
 
@@ -178,13 +225,37 @@ impl ChurnConfig {
         if self.query_workers == 0 || self.sample_interval.is_zero() || self.heartbeat_secs == 0 {
             return bad("at least one query worker, non-zero sample and heartbeat intervals");
         }
+        if self.ledger {
+            let t = &self.traffic;
+            if t.interval.is_zero() || t.rebroadcast_after.is_zero() || t.confirm_timeout.is_zero()
+            {
+                return bad("non-zero send interval, rebroadcast delay and confirmation timeout");
+            }
+            if t.max_sends == 0 || t.max_sends > MAX_SENDS {
+                return bad("max_sends must be in 1..=1000");
+            }
+            let measured = self.first_wave_after + self.wave_interval * self.waves as u32;
+            if measured.as_secs_f64() / t.interval.as_secs_f64() > MAX_SENDS as f64 {
+                return bad("the run would send more than 1000 blocks: raise the send interval");
+            }
+            if self.probe_settle.is_zero()
+                || self.join_within + self.probe_settle >= self.wave_interval
+            {
+                return bad("the probe must fit between a wave's last join and the next wave");
+            }
+            if !(50..=600_000).contains(&self.ledger_tick.as_millis()) {
+                return bad("the ledger tick must be between 50 ms and 10 min");
+            }
+        }
         Ok(())
     }
 }
 
-mod secs {
+/// Durations as seconds in the JSON report.
+pub(crate) mod secs {
     use std::time::Duration;
 
+    /// Serializes `d` as fractional seconds.
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
@@ -279,73 +350,160 @@ impl QueryCounts {
     }
 }
 
-/// Ledger agreement among the live nodes after the run.
+/// The ledger figures of a churn run.
 #[derive(Clone, Debug, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum LedgerAgreement {
-    /// Not measured, and why.
-    NotMeasured {
-        /// Why.
-        reason: String,
-    },
-    /// Measured: how many live nodes with a ledger agree on its state root.
-    Measured {
-        /// Live nodes that answered `ledger_info`.
-        nodes: usize,
-        /// Nodes in the largest group with the same state root.
-        agreeing: usize,
-    },
+pub struct LedgerReport {
+    /// Nodes holding stake (the clients).
+    pub stakers: Vec<usize>,
+    /// Sends some node accepted.
+    pub submitted: usize,
+    /// Of those, sends some node reported confirmed (during the run or by the end check).
+    pub confirmed: usize,
+    /// Time from a send's acceptance until a node reported it confirmed (sends confirmed within
+    /// the traffic's timeout).
+    pub confirm_latency: Percentiles,
+    /// Submission calls beyond one per send (a node gone mid-call, rebroadcasts).
+    pub resubmissions: u64,
+    /// Root comparisons before each next wave, traffic paused.
+    pub probes: Vec<RootsCheck>,
+    /// The root comparison at the end.
+    pub end: RootsCheck,
+    /// Whether every confirmed block is held confirmed by every live node at the end.
+    pub blocks: BlocksCheck,
+    /// Every probe and the end found all live nodes on one state root.
+    pub agreement: bool,
+    /// Goal: sends were made, every one confirmed, no confirmed block lost, roots agreed.
+    pub goal_met: bool,
+    /// Every send.
+    pub sends: Vec<SendRecord>,
 }
 
-/// How long the ledger check waits for the live nodes' state roots to agree.
-const LEDGER_SETTLE: Duration = Duration::from_secs(15);
-
-/// Asks every live node for `ledger_info` and compares the state roots ("equal on nodes holding
-/// the same blocks"), polling up to 15 s for them to agree.
-///
-/// HOOK(ledger): TestNet starts nodes without a ledger (`StartOptions::ledger` is `None`), so every
-/// node answers "no ledger" and this reports [`LedgerAgreement::NotMeasured`]. Once the harness
-/// gives nodes a shared genesis (and the churn moves some credits), the same code measures, and
-/// [`ChurnReport::goals_met`] then requires every live node to agree.
-pub async fn ledger_agreement(net: &TestNet) -> LedgerAgreement {
-    let started = Instant::now();
-    loop {
-        let mut roots: Vec<String> = Vec::new();
-        let mut first_error = None;
-        for i in net.live() {
-            match net.rpc(i, "ledger_info", serde_json::json!([])).await {
-                Ok(info) => match info["state_root"].as_str() {
-                    Some(root) => roots.push(root.to_string()),
-                    None => first_error = first_error.or(Some(format!("node {i}: {info}"))),
-                },
-                // The message alone: the report should not carry this run's addresses.
-                Err(Error::Protocol { message, .. }) => {
-                    first_error = first_error.or(Some(format!("node {i}: {message}")))
-                }
-                Err(e) => first_error = first_error.or(Some(format!("node {i}: {e}"))),
-            }
-        }
-        if roots.is_empty() {
-            return LedgerAgreement::NotMeasured {
-                reason: format!(
-                    "no live node keeps a ledger (TestNet starts nodes without a genesis); {}",
-                    first_error.unwrap_or_else(|| "no live node".into())
-                ),
-            };
-        }
-        let agreeing = roots
+impl LedgerReport {
+    fn build(
+        stakers: Vec<usize>,
+        sends: Vec<SendRecord>,
+        probes: Vec<RootsCheck>,
+        end: RootsCheck,
+        blocks: BlocksCheck,
+        seen: &ConfirmedSeen,
+    ) -> Self {
+        let accepted: Vec<&SendRecord> = sends.iter().filter(|s| s.via.is_some()).collect();
+        let confirmed = accepted.iter().filter(|s| seen.contains(&s.hash)).count();
+        let latencies: Vec<Duration> = accepted
             .iter()
-            .map(|r| roots.iter().filter(|x| *x == r).count())
-            .max()
-            .unwrap_or(0);
-        if agreeing == roots.len() || started.elapsed() >= LEDGER_SETTLE {
-            return LedgerAgreement::Measured {
-                nodes: roots.len(),
-                agreeing,
-            };
+            .filter_map(|s| s.confirm_s.map(Duration::from_secs_f64))
+            .collect();
+        let resubmissions = sends
+            .iter()
+            .map(|s| u64::from(s.attempts.saturating_sub(1)))
+            .sum();
+        let agreement = end.equal && probes.iter().all(|p| p.equal);
+        let all_accepted = accepted.len() == sends.len();
+        Self {
+            stakers,
+            submitted: accepted.len(),
+            confirmed,
+            confirm_latency: Percentiles::of(&latencies),
+            resubmissions,
+            goal_met: !accepted.is_empty()
+                && all_accepted
+                && confirmed == accepted.len()
+                && blocks.lost == 0
+                && agreement,
+            probes,
+            end,
+            blocks,
+            agreement,
+            sends,
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    /// One line per figure.
+    fn lines(&self) -> Vec<(String, String, String)> {
+        let probes_ok = self.probes.iter().filter(|p| p.equal).count();
+        let unaccepted = self.sends.iter().filter(|s| s.via.is_none()).count();
+        vec![
+            (
+                "ledger sends confirmed".into(),
+                format!(
+                    "{}/{} submitted{}",
+                    self.confirmed,
+                    self.submitted,
+                    if unaccepted > 0 {
+                        format!(" ({unaccepted} never accepted)")
+                    } else {
+                        String::new()
+                    }
+                ),
+                format!(
+                    "all: {}",
+                    verdict(self.confirmed == self.submitted && unaccepted == 0)
+                ),
+            ),
+            (
+                "ledger time to confirm".into(),
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} resubmissions)",
+                    self.confirm_latency.p50_ms,
+                    self.confirm_latency.p99_ms,
+                    self.confirm_latency.max_ms,
+                    self.resubmissions
+                ),
+                String::new(),
+            ),
+            (
+                "ledger agreement (one state root)".into(),
+                format!(
+                    "{probes_ok}/{} probes; end {}/{} nodes after {:.1} s ({})",
+                    self.probes.len(),
+                    self.end.agreeing,
+                    self.end.nodes,
+                    self.end.settle_s,
+                    if self.agreement { "yes" } else { "no" }
+                ),
+                format!("every time: {}", verdict(self.agreement)),
+            ),
+            (
+                "confirmed blocks lost".into(),
+                format!(
+                    "{} of {} confirmed blocks, on {} live nodes",
+                    self.blocks.lost, self.blocks.confirmed_seen, self.blocks.nodes
+                ),
+                format!("0: {}", verdict(self.blocks.lost == 0)),
+            ),
+        ]
+    }
+}
+
+/// The ledger part of a churn report.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ChurnLedger {
+    /// The run kept no ledger (`ledger: false`).
+    Off,
+    /// Measured.
+    Measured(Box<LedgerReport>),
+}
+
+/// A gap after which a probe gives up waiting for the paused traffic and compares anyway.
+const PROBE_GATE_WAIT: Duration = Duration::from_secs(2);
+
+/// A root comparison before the next wave: pauses the wallet traffic (after its send in flight),
+/// compares every live node's state root for at most `settle`, and reads which wallet blocks every
+/// node holds confirmed.
+async fn probe(
+    net: &RwLock<TestNet>,
+    gate: &Mutex<()>,
+    wallet: &mycel_ledger::AccountId,
+    seen: &mut ConfirmedSeen,
+    settle: Duration,
+    t0: Instant,
+) -> RootsCheck {
+    let _paused = tokio::time::timeout(PROBE_GATE_WAIT, gate.lock()).await;
+    let nodes = ledger::live_addrs(&*net.read().await);
+    let check = ledger::compare_roots(&nodes, settle, t0).await;
+    seen.harvest(&nodes, wallet, t0).await;
+    check
 }
 
 /// The outcome of a churn run.
@@ -373,8 +531,8 @@ pub struct ChurnReport {
     pub recovery_max_s: Option<f64>,
     /// Share of samples with full coverage.
     pub coverage_full_share: f64,
-    /// Ledger agreement at the end.
-    pub ledger: LedgerAgreement,
+    /// The ledger figures.
+    pub ledger: ChurnLedger,
     /// Goal: answered share met.
     pub success_goal_met: bool,
     /// Goal: every wave recovered in time.
@@ -388,11 +546,11 @@ pub struct ChurnReport {
 }
 
 impl ChurnReport {
-    /// Whether every goal was met (ledger agreement counts once it is measured).
+    /// Whether every goal was met (the ledger's when the run kept one).
     pub fn goals_met(&self) -> bool {
-        let ledger_ok = match self.ledger {
-            LedgerAgreement::NotMeasured { .. } => true,
-            LedgerAgreement::Measured { nodes, agreeing } => agreeing == nodes,
+        let ledger_ok = match &self.ledger {
+            ChurnLedger::Off => true,
+            ChurnLedger::Measured(l) => l.goal_met,
         };
         self.success_goal_met && self.recovery_goal_met && ledger_ok
     }
@@ -407,7 +565,7 @@ impl ChurnReport {
              queries: {} asked, {} answered, {} busy, {} failed -> success {:.2}% (goal >= {:.0}%: {})\n\
              recovery: max {rec} (goal <= {:.0} s: {}); coverage full {:.1}% of the time\n\
              latency: p50 {:.0} ms, p99 {:.0} ms\n\
-             ledger agreement: {}",
+             {}",
             self.config.nodes,
             self.config.clients,
             self.config.waves,
@@ -426,8 +584,17 @@ impl ChurnReport {
             self.latency.p50_ms,
             self.latency.p99_ms,
             match &self.ledger {
-                LedgerAgreement::NotMeasured { reason } => format!("not measured ({reason})"),
-                LedgerAgreement::Measured { nodes, agreeing } => format!("{agreeing}/{nodes}"),
+                ChurnLedger::Off => "ledger: off".to_string(),
+                ChurnLedger::Measured(l) => l
+                    .lines()
+                    .into_iter()
+                    .map(|(what, value, goal)| if goal.is_empty() {
+                        format!("{what}: {value}")
+                    } else {
+                        format!("{what}: {value} (goal {goal})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             }
         )
     }
@@ -454,6 +621,24 @@ impl ChurnReport {
             c.query_workers,
             c.seed
         ));
+        if let ChurnLedger::Measured(l) = &self.ledger {
+            s.push_str(&format!(
+                "Every node keeps a ledger under one genesis. Only the clients (nodes {:?}) hold \
+                 stake: they never churn, so the 2/3 of the stake table that confirmation needs stays \
+                 online; replicas keep, sync and relay the ledger without voting. Clients {} for the \
+                 jobs they forward. A wallet sends {} credits every {:.0} s through a random live \
+                 node and waits for the confirmation. Before each next wave the traffic pauses and \
+                 every live node's state root is compared (up to {:.0} s to settle); at the end, \
+                 roots again, and every block any node ever reported confirmed must be held \
+                 confirmed by every live node (up to {:.0} s to settle).\n\n",
+                l.stakers,
+                if c.paid_jobs { "pay" } else { "hold no liquid credits and do not pay" },
+                c.traffic.amount.0 as f64 / Credits::MICROS_PER_CREDIT as f64,
+                c.traffic.interval.as_secs_f64(),
+                c.probe_settle.as_secs_f64(),
+                c.end_settle.as_secs_f64(),
+            ));
+        }
         s.push_str("| figure | value | goal |\n|---|---|---|\n");
         s.push_str(&format!(
             "| answered | {:.2}% ({}/{}; {} busy, {} failed) | ≥ {:.0}%: {} |\n",
@@ -481,13 +666,14 @@ impl ChurnReport {
             "| latency of answers | p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms | |\n",
             self.latency.p50_ms, self.latency.p90_ms, self.latency.p99_ms, self.latency.max_ms
         ));
-        s.push_str(&format!(
-            "| ledger agreement | {} | |\n",
-            match &self.ledger {
-                LedgerAgreement::NotMeasured { reason } => format!("not measured: {reason}"),
-                LedgerAgreement::Measured { nodes, agreeing } => format!("{agreeing}/{nodes}"),
+        match &self.ledger {
+            ChurnLedger::Off => s.push_str("| ledger | off | |\n"),
+            ChurnLedger::Measured(l) => {
+                for (what, value, goal) in l.lines() {
+                    s.push_str(&format!("| {what} | {value} | {goal} |\n"));
+                }
             }
-        ));
+        }
         s.push_str(&format!(
             "| set-up / measured time | {:.1} s / {:.1} s ({} nodes started) | |\n\n",
             self.setup_s, self.duration_s, self.nodes_started
@@ -525,13 +711,62 @@ impl ChurnReport {
                     .map_or("-".into(), |v| format!("{v:.1}"))
             ));
         }
+        if let ChurnLedger::Measured(l) = &self.ledger {
+            s.push_str(
+                "\n| ledger check | at (s) | live nodes | on one root | settle (s) | confirmed blocks \
+                 (min–max) | applied blocks (min–max) |\n|---|---|---|---|---|---|---|\n",
+            );
+            let checks = l.probes.iter().map(|p| ("probe", p));
+            for (what, p) in checks.chain(std::iter::once(("end", &l.end))) {
+                s.push_str(&format!(
+                    "| {what} | {:.1} | {} | {} | {:.1} | {}–{} | {}–{} |\n",
+                    p.t_s,
+                    p.nodes,
+                    p.agreeing,
+                    p.settle_s,
+                    p.confirmed_range.0,
+                    p.confirmed_range.1,
+                    p.blocks_range.0,
+                    p.blocks_range.1
+                ));
+            }
+            let notes: Vec<&String> = l
+                .probes
+                .iter()
+                .chain(std::iter::once(&l.end))
+                .flat_map(|p| &p.examples)
+                .chain(&l.blocks.examples)
+                .take(MAX_QUOTED_ERRORS)
+                .collect();
+            if !notes.is_empty() {
+                s.push_str("\nLedger disagreements:\n\n");
+                for n in notes {
+                    s.push_str(&format!("- {n}\n"));
+                }
+            }
+            let failed: Vec<String> = l
+                .sends
+                .iter()
+                .filter_map(|x| x.error.as_ref().map(|e| format!("t={:.1}s {e}", x.t_s)))
+                .take(MAX_QUOTED_ERRORS)
+                .collect();
+            if !failed.is_empty() {
+                s.push_str("\nWallet sends that went wrong:\n\n");
+                for f in failed {
+                    s.push_str(&format!("- {f}\n"));
+                }
+            }
+        }
         if !self.errors.is_empty() {
             s.push_str("\nSome failures:\n\n");
             for e in &self.errors {
                 s.push_str(&format!("- `{}`\n", e.replace('`', "'")));
             }
         }
-        s.push_str("\nPlot: `churn.svg` (answered share per 5 s, coverage over time).\n");
+        s.push_str(
+            "\nPlot: `churn.svg` (answered share per 5 s, coverage over time, and with a ledger \
+             the share of live nodes on the majority state root at each check).\n",
+        );
         s
     }
 
@@ -558,6 +793,29 @@ impl ChurnReport {
         }
         if let Some(a) = open {
             spans.push((a, self.duration_s));
+        }
+        let mut ledger_series = Vec::new();
+        if let ChurnLedger::Measured(l) = &self.ledger {
+            let share = |p: &RootsCheck| {
+                if p.nodes == 0 {
+                    0.0
+                } else {
+                    p.agreeing as f64 * 100.0 / p.nodes as f64
+                }
+            };
+            ledger_series.push(Series {
+                name: "ledger: % of live nodes on one state root (checks)".into(),
+                color: "#e6ab02".into(),
+                dashed: false,
+                axis: Axis::Left,
+                points: l
+                    .probes
+                    .iter()
+                    .chain(std::iter::once(&l.end))
+                    // The end check runs after the measured time; draw it at its edge.
+                    .map(|p| (p.t_s.min(self.duration_s), share(p)))
+                    .collect(),
+            });
         }
         Chart {
             title: format!(
@@ -628,7 +886,10 @@ impl ChurnReport {
                         (self.duration_s, self.config.target() as f64),
                     ],
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(ledger_series)
+            .collect(),
             markers: self
                 .waves
                 .iter()
@@ -664,6 +925,17 @@ pub async fn run(cfg: &ChurnConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<
                 heartbeat_interval_secs: cfg.heartbeat_secs,
                 ..Config::loopback(Vec::new())
             },
+            ledger: cfg.ledger.then(|| LedgerSetup {
+                // The clients never churn: their stake keeps confirmation going through every wave.
+                stakers: Stakers::Forwarders,
+                node_balance: if cfg.paid_jobs {
+                    LedgerSetup::default().node_balance
+                } else {
+                    Credits::ZERO
+                },
+                tick: cfg.ledger_tick,
+                ..LedgerSetup::default()
+            }),
         },
     )
     .await?;
@@ -681,10 +953,30 @@ pub async fn run(cfg: &ChurnConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<
         .map(|i| net.http_addr(i))
         .collect::<Result<_>>()?;
     progress(&format!("covered after {:.1}s", setup.as_secs_f64()));
+    let wallet = match net.wallet_key().zip(net.genesis()) {
+        Some((key, genesis)) => Some(SimWallet::new(key.clone(), genesis)?),
+        None => None,
+    };
+    let stakers = net.live_with(Role::Forwarder);
 
     let net = Arc::new(RwLock::new(net));
     let t0 = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Mutex::new(()));
+    let wallet_account = wallet.as_ref().map(SimWallet::account);
+    let sender = wallet.map(|w| {
+        tokio::spawn(ledger::send_loop(
+            net.clone(),
+            w,
+            cfg.traffic.clone(),
+            rng.next_u64(),
+            t0,
+            gate.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    let mut seen = ConfirmedSeen::default();
+    let mut probes = Vec::new();
 
     let sampler = tokio::spawn(sample_coverage(
         net.clone(),
@@ -719,10 +1011,29 @@ pub async fn run(cfg: &ChurnConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<
             w.restarted.len()
         ));
         waves.push(w);
+        if let Some(account) = &wallet_account
+            && wave + 1 < cfg.waves
+        {
+            let next = at + cfg.wave_interval;
+            tokio::time::sleep_until((next - cfg.probe_settle).into()).await;
+            let p = probe(&net, &gate, account, &mut seen, cfg.probe_settle, t0).await;
+            progress(&format!(
+                "ledger probe: {}/{} live nodes on one state root after {:.1}s",
+                p.agreeing, p.nodes, p.settle_s
+            ));
+            probes.push(p);
+        }
     }
     let end = t0 + cfg.first_wave_after + cfg.wave_interval * cfg.waves as u32;
     tokio::time::sleep_until(end.into()).await;
     let _ = stop_tx.send(true);
+    let sends = match sender {
+        Some(s) => Some(
+            s.await
+                .map_err(|e| Error::Invalid(format!("ledger traffic panicked: {e}")))?,
+        ),
+        None => None,
+    };
 
     let mut records = Vec::new();
     for w in workers {
@@ -738,7 +1049,29 @@ pub async fn run(cfg: &ChurnConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<
     let net = Arc::try_unwrap(net)
         .map_err(|_| Error::Invalid("the TestNet is still shared".into()))?
         .into_inner();
-    let ledger = ledger_agreement(&net).await;
+    let ledger = match (sends, wallet_account) {
+        (Some(sends), Some(account)) => {
+            let nodes = ledger::live_addrs(&net);
+            for s in sends.iter().filter(|s| s.confirm_s.is_some()) {
+                seen.add(&s.hash, || match s.confirmed_by {
+                    Some(n) => format!("node {n} (sender's poll)"),
+                    None => "the sender's poll".into(),
+                });
+            }
+            let started = Instant::now();
+            let end = ledger::compare_roots(&nodes, cfg.end_settle, t0).await;
+            let left = cfg.end_settle.saturating_sub(started.elapsed());
+            let blocks = ledger::check_blocks(&nodes, &account, &mut seen, left, t0).await;
+            progress(&format!(
+                "ledger end: {}/{} live nodes on one state root, {} of {} confirmed blocks lost",
+                end.agreeing, end.nodes, blocks.lost, blocks.confirmed_seen
+            ));
+            ChurnLedger::Measured(Box::new(LedgerReport::build(
+                stakers, sends, probes, end, blocks, &seen,
+            )))
+        }
+        _ => ChurnLedger::Off,
+    };
     let nodes_started = net.len();
     net.shutdown().await;
 
@@ -894,7 +1227,7 @@ fn build_report(
     mut records: Vec<QueryRecord>,
     samples: Vec<CoverageSample>,
     mut waves: Vec<WaveReport>,
-    ledger: LedgerAgreement,
+    ledger: ChurnLedger,
 ) -> ChurnReport {
     records.sort_by_key(|r| r.at);
     let mut queries = QueryCounts::default();
@@ -1058,7 +1391,7 @@ mod tests {
             records,
             samples,
             vec![wave(10.0), wave(30.0)],
-            LedgerAgreement::NotMeasured { reason: "x".into() },
+            ChurnLedger::Off,
         );
         assert_eq!(r.waves[0].recovery_s, Some(6.0));
         assert!(r.waves[0].coverage_broke);
@@ -1087,7 +1420,7 @@ mod tests {
             vec![record(1.0, Kind::Answered)],
             samples,
             vec![wave(10.0)],
-            LedgerAgreement::NotMeasured { reason: "x".into() },
+            ChurnLedger::Off,
         );
         assert_eq!(r.waves[0].recovery_s, None);
         assert_eq!(r.recovery_max_s, None);

@@ -22,6 +22,7 @@ pub mod churn;
 pub mod client;
 pub mod delay;
 pub mod error;
+pub mod ledger;
 pub mod load;
 pub mod memory;
 pub mod plot;

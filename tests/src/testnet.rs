@@ -15,6 +15,12 @@
 //!
 //! Partitions use the node's peer block list (`NetworkHandle::block_peer`); link delay is emulated
 //! by a loopback TCP relay ([`crate::delay`]), since the node has no transport-level delay knob.
+//!
+//! With [`NetOptions::ledger`] every node keeps a real ledger (`ledger.redb` in its data directory,
+//! reopened by [`TestNet::restart`]) under one genesis the harness writes before the first node
+//! starts: the initial nodes' accounts (staked as [`LedgerSetup::stakers`] says) and a funded wallet
+//! whose key the harness keeps ([`TestNet::wallet_key`]). Nodes added later join that genesis with an
+//! account it does not know: they sync and relay, they do not vote.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,16 +29,21 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use mycel_identity::{Did, PeerId};
+use mycel_identity::{Did, Keypair, PeerId};
+use mycel_ledger::{AccountId, Block, BlockHash, Credits, Genesis, GenesisAccount, Params};
 use mycel_models::ChatModel;
-use mycel_node::config::{Config, TINY_MODEL_ID, models_dir};
+use mycel_node::config::{Config, TINY_MODEL_ID, ledger_file, models_dir};
+use mycel_node::devnet::{NODE_BALANCE, NODE_STAKE, WALLET_BALANCE};
+use mycel_node::ledger::LedgerOptions;
 use mycel_node::network::PeerSnapshot;
-use mycel_node::{RunningNode, StartOptions, models, node_key};
+use mycel_node::{NodeError, RunningNode, StartOptions, models, node_key};
+use mycel_rpc_api::ledger::{BlockView, LedgerInfo, SubmitResult};
 use serde_json::Value;
 
 use crate::client::{self, Api, ChatQuery, HttpReply, Outcome};
 use crate::delay::DelayProxy;
 use crate::error::{Error, Result};
+use crate::ledger;
 use crate::rng::SimRng;
 
 /// How often `wait_*` helpers look again.
@@ -42,6 +53,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const NODE_BLOCKING_THREADS: usize = 8;
 /// Name of the node info file the harness asks each node to write into its data directory.
 pub const NODE_INFO_FILE: &str = "node.json";
+/// Network name of a TestNet genesis.
+pub const NETWORK: &str = "mycel-testnet";
+/// How long a restart keeps trying while the killed node's ledger thread still holds its file (it
+/// closes it moments after the kill, once its current write is done).
+const LEDGER_REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -90,8 +106,10 @@ pub struct NetOptions {
     /// Configuration template of every node; the harness fills in `bootstrap`. Default:
     /// [`Config::loopback`] (ephemeral loopback ports, no mDNS, 1 s heartbeats).
     pub config: Config,
-    /// Seed of the random choices the harness makes (bootstrap peers).
+    /// Seed of the random choices the harness makes (bootstrap peers, the genesis seed).
     pub seed: u64,
+    /// The ledger every node keeps (default: none, the nodes refuse `ledger_*` requests).
+    pub ledger: Option<LedgerSetup>,
 }
 
 impl Default for NetOptions {
@@ -101,8 +119,59 @@ impl Default for NetOptions {
             topology: Topology::Full,
             config: Config::loopback(Vec::new()),
             seed: 0x6d79_6365_6c00,
+            ledger: None,
         }
     }
+}
+
+/// Which nodes of [`TestNet::start`] hold stake in the genesis, and so vote. A block confirms once
+/// votes of 2/3 of that stake arrived: a test that takes stakers down stalls confirmation, so one
+/// that churns nodes stakes only a core it keeps running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stakers {
+    /// Every node of [`TestNet::start`].
+    All,
+    /// Only its forwarders.
+    Forwarders,
+}
+
+/// The genesis and ledger settings of a [`TestNet`] whose nodes keep a ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerSetup {
+    /// Which initial nodes are staked; the others are genesis accounts without stake. Default: all.
+    pub stakers: Stakers,
+    /// Stake of each staked node. Default: the devnet's 1000 credits.
+    pub stake: Credits,
+    /// Liquid balance of each initial node. A forwarder that holds credits pays the providers of
+    /// the jobs it forwards (an escrow per job, then a receipt and a claim); one with none sends
+    /// its jobs unpaid. Default: the devnet's 100 credits.
+    pub node_balance: Credits,
+    /// Liquid balance of the harness wallet ([`TestNet::wallet_key`]). Default: the devnet's
+    /// 10 000 credits.
+    pub wallet_balance: Credits,
+    /// Ledger duty period of every node (vote rebroadcast, checkpoint duty, sync with one peer).
+    /// Default: `Config::loopback`'s `ledger_tick_ms` (500 ms).
+    pub tick: Duration,
+}
+
+impl Default for LedgerSetup {
+    fn default() -> Self {
+        Self {
+            stakers: Stakers::All,
+            stake: Credits::whole(NODE_STAKE),
+            node_balance: Credits::whole(NODE_BALANCE),
+            wallet_balance: Credits::whole(WALLET_BALANCE),
+            tick: Duration::from_millis(Config::loopback(Vec::new()).ledger_tick_ms),
+        }
+    }
+}
+
+/// The ledger of a running TestNet: its genesis, the wallet key and the duty period.
+struct NetLedger {
+    genesis: Genesis,
+    wallet: Keypair,
+    tick: Duration,
 }
 
 /// What every live forwarder sees of the providers at one moment.
@@ -143,6 +212,7 @@ struct Slot {
     dir: tempfile::TempDir,
     peer_id: PeerId,
     did: Did,
+    account: AccountId,
     live: Option<Live>,
     starts: u32,
 }
@@ -154,6 +224,7 @@ pub struct TestNet {
     tiny: Arc<ChatModel>,
     rng: SimRng,
     relays: Vec<DelayProxy>,
+    ledger: Option<NetLedger>,
 }
 
 impl std::fmt::Debug for TestNet {
@@ -168,7 +239,9 @@ impl std::fmt::Debug for TestNet {
 
 impl TestNet {
     /// Starts `n` nodes one after another: the first `n - opts.forwarders` serve `tiny`, the rest
-    /// forward. Each dials the nodes already running, as `opts.topology` says.
+    /// forward. Each dials the nodes already running, as `opts.topology` says. With
+    /// `opts.ledger`, every node's key is made first and the genesis names them all (see the
+    /// module docs).
     pub async fn start(n: usize, opts: NetOptions) -> Result<Self> {
         if opts.forwarders > n {
             return Err(Error::Invalid(format!(
@@ -188,6 +261,7 @@ impl TestNet {
             opts,
             tiny: Arc::new(tiny),
             relays: Vec::new(),
+            ledger: None,
         };
         let providers = n - net.opts.forwarders;
         for i in 0..n {
@@ -196,13 +270,77 @@ impl TestNet {
             } else {
                 Role::Forwarder
             };
-            net.add_node(role).await?;
+            net.new_slot(role)?;
+        }
+        if let Some(setup) = net.opts.ledger.clone() {
+            net.ledger = Some(net.make_genesis(&setup)?);
+        }
+        for i in 0..n {
+            net.launch(i).await?;
         }
         Ok(net)
     }
 
-    /// Adds and starts a fresh node (new key, new data directory); returns its index.
+    /// The genesis of the initial nodes (see [`LedgerSetup`]) and a funded wallet.
+    fn make_genesis(&mut self, setup: &LedgerSetup) -> Result<NetLedger> {
+        let wallet = Keypair::generate();
+        let mut accounts: Vec<GenesisAccount> = self
+            .slots
+            .iter()
+            .map(|s| GenesisAccount {
+                account: s.account.0,
+                balance: setup.node_balance,
+                stake: match (setup.stakers, s.role) {
+                    (Stakers::All, _) | (Stakers::Forwarders, Role::Forwarder) => setup.stake,
+                    (Stakers::Forwarders, Role::Provider) => Credits::ZERO,
+                },
+            })
+            .collect();
+        accounts.push(GenesisAccount {
+            account: *wallet.public().as_bytes(),
+            balance: setup.wallet_balance,
+            stake: Credits::ZERO,
+        });
+        let mut seed = [0u8; 32];
+        for chunk in seed.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| Error::Invalid(format!("the clock is before 1970: {e}")))?
+            .as_secs();
+        let genesis = Genesis {
+            network: NETWORK.into(),
+            seed,
+            // Epoch 0 has begun when the first node starts.
+            start_time: now.saturating_sub(1),
+            accounts,
+            params: Params {
+                // Nothing here opens an account by work; keep the check cheap if a test does.
+                open_work_bits: 8,
+                ..Params::default()
+            },
+        };
+        genesis
+            .validate()
+            .map_err(|e| Error::Invalid(format!("TestNet genesis: {e}")))?;
+        Ok(NetLedger {
+            genesis,
+            wallet,
+            tick: setup.tick,
+        })
+    }
+
+    /// Adds and starts a fresh node (new key, new data directory); returns its index. In a net
+    /// with a ledger it joins the genesis with an account the genesis does not know (no stake).
     pub async fn add_node(&mut self, role: Role) -> Result<usize> {
+        let index = self.new_slot(role)?;
+        self.launch(index).await?;
+        Ok(index)
+    }
+
+    /// A slot with a fresh key and data directory, not started.
+    fn new_slot(&mut self, role: Role) -> Result<usize> {
         let index = self.slots.len();
         let dir = tempfile::Builder::new()
             .prefix("mycel-testnet-")
@@ -215,10 +353,10 @@ impl TestNet {
             dir,
             peer_id: key.peer_id(),
             did: Did::from_public_key(key.public()),
+            account: AccountId::from_public_key(&key.public()),
             live: None,
             starts: 0,
         });
-        self.launch(index).await?;
         Ok(index)
     }
 
@@ -241,7 +379,8 @@ impl TestNet {
         Ok(())
     }
 
-    /// Starts a killed or stopped node again with the same key and data directory (new ports).
+    /// Starts a killed or stopped node again with the same key and data directory (new ports); with
+    /// a ledger, it reopens the same `ledger.redb`.
     pub async fn restart(&mut self, i: usize) -> Result<()> {
         if self.slot(i)?.live.is_some() {
             return Err(Error::AlreadyRunning(i));
@@ -271,6 +410,28 @@ impl TestNet {
         }
         let mut config = self.opts.config.clone();
         config.bootstrap = bootstrap;
+        let restarting = self.slot(i)?.starts > 0;
+        let started = Instant::now();
+        let live = loop {
+            match self.start_node(i, config.clone()).await {
+                // The killed incarnation's ledger thread may still hold the file for a moment.
+                Err(Error::Node {
+                    source: NodeError::Ledger(_),
+                    ..
+                }) if restarting && started.elapsed() < LEDGER_REOPEN_TIMEOUT => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                other => break other?,
+            }
+        };
+        let slot = self.slot_mut(i)?;
+        slot.live = Some(live);
+        slot.starts += 1;
+        Ok(())
+    }
+
+    /// Starts node `i` once on a runtime of its own.
+    async fn start_node(&self, i: usize, config: Config) -> Result<Live> {
         let slot = self.slot(i)?;
         let key = node_key::load_or_create(slot.dir.path())
             .map_err(|source| Error::Node { index: i, source })?
@@ -284,9 +445,11 @@ impl TestNet {
             config,
             models,
             info_file: Some(slot.dir.path().join(NODE_INFO_FILE)),
-            // HOOK(ledger): give nodes a ledger in their data directory (`LedgerOptions`), so a
-            // restart reopens the same store and the churn simulation can compare heads.
-            ledger: None,
+            ledger: self.ledger.as_ref().map(|l| LedgerOptions {
+                genesis: l.genesis.clone(),
+                path: ledger_file(slot.dir.path()),
+                tick: l.tick,
+            }),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -299,24 +462,20 @@ impl TestNet {
             .spawn(RunningNode::start(opts))
             .await
             .map_err(|e| Error::Invalid(format!("node {i} start panicked: {e}")));
-        let node = match started {
-            Ok(Ok(node)) => node,
+        match started {
+            Ok(Ok(node)) => Ok(Live {
+                node: Some(node),
+                rt: Some(rt),
+            }),
             Ok(Err(source)) => {
                 rt.shutdown_background();
-                return Err(Error::Node { index: i, source });
+                Err(Error::Node { index: i, source })
             }
             Err(e) => {
                 rt.shutdown_background();
-                return Err(e);
+                Err(e)
             }
-        };
-        let slot = self.slot_mut(i)?;
-        slot.live = Some(Live {
-            node: Some(node),
-            rt: Some(rt),
-        });
-        slot.starts += 1;
-        Ok(())
+        }
     }
 
     fn slot(&self, i: usize) -> Result<&Slot> {
@@ -379,6 +538,21 @@ impl TestNet {
     /// Node `i`'s DID (stable across restarts).
     pub fn did(&self, i: usize) -> Result<&Did> {
         Ok(&self.slot(i)?.did)
+    }
+
+    /// Node `i`'s ledger account (its node key; stable across restarts).
+    pub fn account(&self, i: usize) -> Result<AccountId> {
+        Ok(self.slot(i)?.account)
+    }
+
+    /// The genesis every node keeps, when the net has a ledger.
+    pub fn genesis(&self) -> Option<&Genesis> {
+        self.ledger.as_ref().map(|l| &l.genesis)
+    }
+
+    /// The key of the wallet the genesis funds, when the net has a ledger.
+    pub fn wallet_key(&self) -> Option<&Keypair> {
+        self.ledger.as_ref().map(|l| &l.wallet)
     }
 
     /// The index of the node with this DID (as a string, as APIs return it).
@@ -648,6 +822,21 @@ impl TestNet {
     /// Calls a JSON-RPC method of node `i` over HTTP.
     pub async fn rpc(&self, i: usize, method: &str, params: Value) -> Result<Value> {
         client::rpc_call(self.http_addr(i)?, method, params).await
+    }
+
+    /// `ledger_info` of node `i`.
+    pub async fn ledger_info(&self, i: usize) -> Result<LedgerInfo> {
+        ledger::info(self.http_addr(i)?).await
+    }
+
+    /// `ledger_block` of node `i` (`None`: it does not hold the block).
+    pub async fn ledger_block(&self, i: usize, hash: &BlockHash) -> Result<Option<BlockView>> {
+        ledger::block(self.http_addr(i)?, hash).await
+    }
+
+    /// `ledger_submit` of `block` through node `i`.
+    pub async fn ledger_submit(&self, i: usize, block: &Block) -> Result<SubmitResult> {
+        ledger::submit(self.http_addr(i)?, block).await
     }
 }
 

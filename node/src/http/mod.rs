@@ -3,6 +3,7 @@
 //! Prometheus metrics at `GET /metrics`.
 
 mod ledger;
+mod membership;
 mod openai;
 mod rpc;
 
@@ -99,7 +100,13 @@ async fn no_reply_to_notifications(resp: axum::response::Response) -> axum::resp
 
 /// Builds the router for a node.
 pub fn router(node: Node) -> Result<Router> {
-    let module = rpc::module(node.clone())
+    let mut module = rpc::module(node.clone())
+        .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?;
+    module
+        .merge(
+            membership::module(node.clone())
+                .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?,
+        )
         .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?;
     let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
     // The server handle lives as long as the service: dropping it would stop WebSocket sessions.

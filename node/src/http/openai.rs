@@ -323,15 +323,27 @@ fn sse_response(mut chat: ChatStream, started: Instant) -> Response {
     let (tx, mut rx) = mpsc::channel::<Result<Event, Infallible>>(SSE_CHANNEL_CAPACITY);
     let mut events = std::mem::replace(&mut chat.events, mpsc::channel(1).1);
     tokio::spawn(async move {
+        let fingerprint = chat.served_by.to_string();
         let chunk = |delta: Value, finish: Option<&str>| {
             json!({
                 "id": id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": chat.model,
-                "system_fingerprint": chat.served_by.to_string(),
+                "system_fingerprint": fingerprint,
                 "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
             })
+        };
+        // Content deltas are most of the stream: their JSON is a fixed frame around the text,
+        // built once (the same fields and values as `chunk`).
+        let frame = chunk(json!({ "content": "\u{0}" }), None).to_string();
+        let (head, tail) = frame
+            .split_once("\"\\u0000\"")
+            .map(|(h, t)| (h.to_string(), t.to_string()))
+            .unwrap_or_default();
+        let delta_event = |text: &str| {
+            let text = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
+            Ok::<_, Infallible>(Event::default().data(format!("{head}{text}{tail}")))
         };
         let send = |v: Value| Ok::<_, Infallible>(Event::default().data(v.to_string()));
         if tx
@@ -346,7 +358,10 @@ fn sse_response(mut chat: ChatStream, started: Instant) -> Response {
         }
         while let Some(ev) = events.recv().await {
             let msg = match ev {
-                ChatEvent::Delta(text) => send(chunk(json!({ "content": text }), None)),
+                ChatEvent::Delta(text) if head.is_empty() => {
+                    send(chunk(json!({ "content": text }), None))
+                }
+                ChatEvent::Delta(text) => delta_event(&text),
                 ChatEvent::Done(answer) => {
                     let mut last = chunk(json!({}), Some(answer.finish.as_str()));
                     last["usage"] = usage(&answer);

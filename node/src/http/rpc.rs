@@ -147,11 +147,12 @@ impl MycelApiServer for RpcImpl {
             }
         };
         let sink = pending.accept().await?;
+        let served_by = stream.served_by.to_string();
         let chunk = |delta: String| ChatChunk {
             delta,
             finish_reason: None,
             usage: None,
-            served_by: stream.served_by.to_string(),
+            served_by: served_by.clone(),
             remote: stream.remote,
             error: None,
             id: stream.id.clone(),

@@ -1,6 +1,6 @@
 //! Churn simulation: `cargo run -p mycel-tests --bin churn -- [--quick | --short] [--nodes 30]
-//! [--out dir]`. Prints the figures, writes `churn.json`, `churn.md` and `churn.svg`, and exits 1
-//! when a goal is missed (2 when the run itself failed). Re-runs itself with single-threaded
+//! [--no-ledger | --paid-jobs] [--out dir]`. Prints the figures, writes `churn.json`, `churn.md`
+//! and `churn.svg`, and exits 1 when a goal is missed (2 when the run itself failed). Re-runs itself with single-threaded
 //! compute (see `mycel_tests::process`).
 
 use std::path::PathBuf;
@@ -37,6 +37,15 @@ struct Args {
     /// Seed of the plan (victims, joiners, query targets).
     #[arg(long)]
     seed: Option<u64>,
+    /// Run the nodes without a ledger (no wallet traffic, no ledger goals).
+    #[arg(long)]
+    no_ledger: bool,
+    /// The clients hold credits and pay the replicas for every job they forward.
+    #[arg(long, conflicts_with = "no_ledger")]
+    paid_jobs: bool,
+    /// Seconds between two wallet sends.
+    #[arg(long)]
+    send_interval: Option<f64>,
     /// Directory for churn.json, churn.md and churn.svg.
     #[arg(long, default_value = "target/simulations")]
     out: PathBuf,
@@ -87,6 +96,17 @@ async fn run(args: Args) -> ExitCode {
     }
     if let Some(s) = args.seed {
         cfg.seed = s;
+    }
+    cfg.ledger = !args.no_ledger;
+    cfg.paid_jobs = args.paid_jobs;
+    if let Some(s) = args.send_interval {
+        match std::time::Duration::try_from_secs_f64(s) {
+            Ok(d) => cfg.traffic.interval = d,
+            Err(e) => {
+                eprintln!("--send-interval {s}: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     let progress = |line: &str| eprintln!("[churn] {line}");
     let report = match churn::run(&cfg, &progress).await {
