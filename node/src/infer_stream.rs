@@ -90,11 +90,6 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND_STREAM_JOBS));
     while let Some((peer, mut stream)) = incoming.next().await {
-        if !admitted.contains(&peer) {
-            tracing::debug!(%peer, "dropped an inference stream from a peer that is not a member");
-            drop(stream);
-            continue;
-        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             let busy = StreamFrame::Error {
                 code: InferErrorCode::Busy,
@@ -116,8 +111,14 @@ pub async fn serve(
         let host = host.clone();
         let ledger = ledger.get().cloned();
         metrics.request(Route::Inbound);
+        let admitted = admitted.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            // A stream can race the membership handshake of a new connection: wait for it.
+            if !admitted.wait_for(&peer, STREAM_REQUEST_READ_TIMEOUT).await {
+                tracing::debug!(%peer, "dropped an inference stream from a peer that is not a member");
+                return;
+            }
             if tokio::time::timeout(deadline, serve_one(peer, stream, host, ledger))
                 .await
                 .is_err()

@@ -126,6 +126,9 @@ enum Command {
     Dial {
         addr: Multiaddr,
     },
+    DialPeer {
+        peer: PeerId,
+    },
     Block {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
@@ -179,6 +182,8 @@ pub struct NetworkHandle {
     local_peer: PeerId,
     listen_rx: watch::Receiver<Vec<Multiaddr>>,
     control: libp2p_stream::Control,
+    admitted: membership::Admitted,
+    admission_timeout: Duration,
 }
 
 impl std::fmt::Debug for NetworkHandle {
@@ -351,6 +356,19 @@ impl NetworkHandle {
         rx.await
             .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
             .map_err(NodeError::InvalidRequest)
+    }
+
+    /// Whether `peer` may be sent work: always in an open network; in consortium mode once it proved
+    /// its membership (a peer not connected yet is dialed, and the handshake waited for, at most the
+    /// handshake timeout).
+    pub async fn wait_admitted(&self, peer: PeerId) -> bool {
+        if self.admitted.contains(&peer) {
+            return true;
+        }
+        if self.send(Command::DialPeer { peer }).await.is_err() {
+            return false;
+        }
+        self.admitted.wait_for(&peer, self.admission_timeout).await
     }
 
     /// Stops the actor and waits until the swarm is dropped.
@@ -542,6 +560,12 @@ pub fn start(
     let _ = swarm.behaviour_mut().kad.bootstrap();
 
     let control = swarm.behaviour().stream.new_control();
+    let admitted = gate
+        .as_ref()
+        .map_or_else(membership::Admitted::open, Gatekeeper::admitted);
+    let admission_timeout = gate
+        .as_ref()
+        .map_or(Duration::ZERO, Gatekeeper::handshake_timeout);
     let incoming = control
         .clone()
         .accept(crate::infer_stream::protocol())
@@ -552,8 +576,7 @@ pub fn start(
         cfg.infer_timeout,
         cfg.metrics.clone(),
         cfg.ledger_handle.clone(),
-        gate.as_ref()
-            .map_or_else(membership::Admitted::open, Gatekeeper::admitted),
+        admitted.clone(),
     ));
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
@@ -588,6 +611,8 @@ pub fn start(
             local_peer,
             listen_rx,
             control,
+            admitted,
+            admission_timeout,
         },
         task,
     ))
@@ -764,6 +789,13 @@ impl Actor {
                 let _ = reply.send(list);
             }
             Command::Dial { addr } => dial_addr(&mut self.swarm, addr),
+            Command::DialPeer { peer } => {
+                if !self.swarm.is_connected(&peer)
+                    && let Err(e) = self.swarm.dial(peer)
+                {
+                    tracing::debug!(%peer, error = %e, "dial failed");
+                }
+            }
             Command::Block { peer, reply } => {
                 let blocked = &mut self.swarm.behaviour_mut().blocked;
                 let room = blocked.blocked_peers().len() < MAX_BLOCKED_PEERS
@@ -1013,6 +1045,12 @@ impl Actor {
             self.report(&id, &via, verdict);
             return;
         }
+        // A flooding peer's ledger messages are dropped before anything is decoded or verified.
+        if !self.peers.allow_gossip(&via, Instant::now()) {
+            self.cfg.metrics.gossip(false);
+            self.report(&id, &via, Ignore);
+            return;
+        }
         let inbound = match topic {
             ledger_wire::BLOCKS_TOPIC => LedgerInbound::Block {
                 data: message.data,
@@ -1212,7 +1250,11 @@ impl Actor {
             for p in providers {
                 // A connected peer whose heartbeats stopped is down: its DHT record is stale.
                 if p != me
-                    && self.gate.as_ref().is_none_or(|g| g.is_admitted(&p))
+                    // A connected peer that has not proved membership is no provider; one not
+                    // connected yet is checked when the request dials it (wait_admitted).
+                    && (self.gate.as_ref().is_none_or(|g| g.is_admitted(&p))
+                        || !self.swarm.is_connected(&p))
+                    && !self.swarm.behaviour().blocked.blocked_peers().contains(&p)
                     && !self.peers.is_down(&p, now)
                     && !lookup.found.contains(&p)
                     && lookup.found.len() < MAX_PROVIDERS

@@ -471,6 +471,11 @@ impl Node {
                 reasons.push(format!("{peer}: not an Ed25519 peer"));
                 continue;
             };
+            // Consortium mode: no job goes to a peer before it proved its membership.
+            if !self.inner.net.wait_admitted(peer).await {
+                reasons.push(format!("{peer}: not a member of this consortium"));
+                continue;
+            }
             let paid = self.pay_for(job, &did).await;
             let job = &paid;
             match crate::infer_stream::open(

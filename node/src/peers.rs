@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::heartbeat::Heartbeat;
+use crate::scoring::Subnet;
 
 /// Heartbeat intervals of silence after which a peer is down.
 pub const DOWN_AFTER_INTERVALS: u32 = 3;
@@ -44,6 +45,23 @@ pub struct PeerEntry {
     pub rtt_ewma: Option<Duration>,
     /// Identify agent string.
     pub agent: Option<String>,
+    /// Ledger-gossip token bucket: tokens left and when it was last refilled.
+    pub gossip_bucket: Option<(f64, Instant)>,
+}
+
+/// Most tracked peers from one /24 (IPv4) or /48 (IPv6) subnet, loopback excepted.
+pub const MAX_PEERS_PER_SUBNET: usize = 8;
+/// Ledger-gossip messages a peer may send in a burst.
+pub const GOSSIP_BURST: f64 = 400.0;
+/// Ledger-gossip messages per second a peer may sustain.
+pub const GOSSIP_RATE: f64 = 100.0;
+
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    })
 }
 
 /// Connected peers, bounded by the capacity given at construction.
@@ -65,9 +83,36 @@ impl PeerTable {
     }
 
     /// Records a connection; `false` when the table is full and the peer is new (refuse it).
+    ///
+    /// A new peer is refused when the table is full, or when [`MAX_PEERS_PER_SUBNET`] tracked peers
+    /// already come from its /24 (IPv4) or /48 (IPv6): an attacker with one subnet cannot fill the
+    /// table and eclipse the node. Loopback is exempt (local devnets and tests).
     pub fn connected(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
-        if self.peers.len() >= self.capacity && !self.peers.contains_key(&peer) {
+        if self.peers.contains_key(&peer) {
+            let entry = self.peers.entry(peer).or_default();
+            if !entry.addrs.contains(&addr) && entry.addrs.len() < MAX_ADDRS_PER_PEER {
+                entry.addrs.push(addr);
+            }
+            return true;
+        }
+        if self.peers.len() >= self.capacity {
             return false;
+        }
+        if let Some(ip) = ip_of(&addr).filter(|ip| !ip.is_loopback()) {
+            let subnet = Subnet::of(ip);
+            let same = self
+                .peers
+                .values()
+                .filter(|e| {
+                    e.addrs
+                        .iter()
+                        .filter_map(ip_of)
+                        .any(|i| Subnet::of(i) == subnet)
+                })
+                .count();
+            if same >= MAX_PEERS_PER_SUBNET {
+                return false;
+            }
         }
         let entry = self.peers.entry(peer).or_default();
         if !entry.addrs.contains(&addr) && entry.addrs.len() < MAX_ADDRS_PER_PEER {
@@ -79,6 +124,24 @@ impl PeerTable {
     /// Forgets a peer whose last connection closed.
     pub fn disconnected(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
+    }
+
+    /// Takes one ledger-gossip token from `peer`'s bucket ([`GOSSIP_BURST`] tokens, refilled at
+    /// [`GOSSIP_RATE`] per second); false when it is empty or the peer is not tracked, so a flooding
+    /// peer's messages are dropped before any signature is checked.
+    pub fn allow_gossip(&mut self, peer: &PeerId, now: Instant) -> bool {
+        let Some(e) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        let (tokens, last) = e.gossip_bucket.unwrap_or((GOSSIP_BURST, now));
+        let refilled =
+            (tokens + now.duration_since(last).as_secs_f64() * GOSSIP_RATE).min(GOSSIP_BURST);
+        if refilled < 1.0 {
+            e.gossip_bucket = Some((refilled, now));
+            return false;
+        }
+        e.gossip_bucket = Some((refilled - 1.0, now));
+        true
     }
 
     /// Whether the table tracks `peer`.
@@ -277,5 +340,34 @@ mod tests {
         assert!(table.connected(a, "/ip4/127.0.0.1/tcp/2".parse().expect("addr")));
         assert_eq!(table.len(), 1);
         assert!(table.is_full());
+    }
+
+    #[test]
+    fn one_subnet_cannot_fill_the_table_but_loopback_can() {
+        let mut t = PeerTable::new(64, INTERVAL);
+        let addr = |a: &str| -> Multiaddr { a.parse().expect("addr") };
+        for i in 0..MAX_PEERS_PER_SUBNET {
+            assert!(t.connected(PeerId::random(), addr(&format!("/ip4/10.1.2.{i}/tcp/1"))));
+        }
+        assert!(!t.connected(PeerId::random(), addr("/ip4/10.1.2.200/tcp/1")));
+        // Another /24 and an already tracked peer are fine.
+        assert!(t.connected(PeerId::random(), addr("/ip4/10.1.3.1/tcp/1")));
+        for _ in 0..(MAX_PEERS_PER_SUBNET * 2) {
+            assert!(t.connected(PeerId::random(), addr("/ip4/127.0.0.1/tcp/1")));
+        }
+    }
+
+    #[test]
+    fn gossip_bucket_limits_a_flooding_peer_and_refills() {
+        let mut t = PeerTable::new(8, INTERVAL);
+        let p = PeerId::random();
+        let start = Instant::now();
+        assert!(!t.allow_gossip(&p, start), "untracked peers get nothing");
+        t.connected(p, addr());
+        let allowed = (0..1000).filter(|_| t.allow_gossip(&p, start)).count();
+        assert_eq!(allowed, GOSSIP_BURST as usize);
+        let later = start + Duration::from_secs(1);
+        let refilled = (0..1000).filter(|_| t.allow_gossip(&p, later)).count();
+        assert_eq!(refilled, GOSSIP_RATE as usize);
     }
 }

@@ -1408,6 +1408,139 @@ mod tests {
         assert!(r.to_markdown().contains("| 1 | 10.0 |"));
     }
 
+    fn roots(t_s: f64, nodes: usize, agreeing: usize) -> RootsCheck {
+        RootsCheck {
+            t_s,
+            nodes,
+            agreeing,
+            equal: nodes == agreeing,
+            settle_s: 0.1,
+            confirmed_range: (2, 2),
+            blocks_range: (2, 2),
+            examples: vec![],
+        }
+    }
+
+    fn send(hash: &str, via: Option<usize>, confirm_s: Option<f64>) -> SendRecord {
+        SendRecord {
+            hash: hash.into(),
+            t_s: 1.0,
+            via,
+            attempts: 2,
+            confirm_s,
+            confirmed_by: confirm_s.map(|_| 3),
+            error: None,
+        }
+    }
+
+    fn blocks(seen: usize, lost: usize) -> BlocksCheck {
+        BlocksCheck {
+            confirmed_seen: seen,
+            lost,
+            nodes: 5,
+            settle_s: 0.0,
+            examples: vec![],
+        }
+    }
+
+    #[test]
+    fn the_ledger_goal_needs_every_send_confirmed_none_lost_and_one_root_every_time() {
+        let mut seen = ConfirmedSeen::default();
+        seen.add("a", || "node 1".into());
+        seen.add("b", || "node 2".into());
+        let sends = || vec![send("a", Some(0), Some(0.2)), send("b", Some(1), Some(0.4))];
+        let ok = LedgerReport::build(
+            vec![3, 4],
+            sends(),
+            vec![roots(10.0, 5, 5)],
+            roots(20.0, 5, 5),
+            blocks(2, 0),
+            &seen,
+        );
+        assert!(ok.goal_met && ok.agreement);
+        assert_eq!((ok.submitted, ok.confirmed, ok.resubmissions), (2, 2, 2));
+        assert_eq!(ok.confirm_latency.count, 2);
+        assert_eq!(ok.confirm_latency.max_ms.round(), 400.0);
+
+        // A probe that found two roots fails agreement even when the end agrees.
+        let split = LedgerReport::build(
+            vec![3, 4],
+            sends(),
+            vec![roots(10.0, 5, 4)],
+            roots(20.0, 5, 5),
+            blocks(2, 0),
+            &seen,
+        );
+        assert!(!split.agreement && !split.goal_met);
+        // A confirmed block missing somewhere at the end.
+        let lost = LedgerReport::build(
+            vec![3, 4],
+            sends(),
+            vec![],
+            roots(20.0, 5, 5),
+            blocks(2, 1),
+            &seen,
+        );
+        assert!(lost.agreement && !lost.goal_met);
+        // A send no node ever reported confirmed, and one no node accepted.
+        let mut unconfirmed = sends();
+        unconfirmed.push(send("c", Some(2), None));
+        let r = LedgerReport::build(
+            vec![3, 4],
+            unconfirmed,
+            vec![],
+            roots(20.0, 5, 5),
+            blocks(2, 0),
+            &seen,
+        );
+        assert_eq!((r.submitted, r.confirmed), (3, 2));
+        assert!(!r.goal_met);
+        let mut unaccepted = sends();
+        unaccepted.push(send("", None, None));
+        let r = LedgerReport::build(
+            vec![3, 4],
+            unaccepted,
+            vec![],
+            roots(20.0, 5, 5),
+            blocks(2, 0),
+            &seen,
+        );
+        assert!(!r.goal_met);
+        // No traffic at all measures nothing.
+        let none = LedgerReport::build(
+            vec![3],
+            vec![],
+            vec![],
+            roots(20.0, 5, 5),
+            blocks(0, 0),
+            &seen,
+        );
+        assert!(!none.goal_met);
+
+        // The report shows the figures and fails the run on a missed ledger goal.
+        let cfg = ChurnConfig::short();
+        let report = |l: LedgerReport| {
+            build_report(
+                &cfg,
+                Duration::ZERO,
+                Duration::from_secs(30),
+                14,
+                vec![record(1.0, Kind::Answered)],
+                vec![sample(1.0, 5), sample(29.0, 5)],
+                vec![wave(10.0)],
+                ChurnLedger::Measured(Box::new(l)),
+            )
+        };
+        let good = report(ok);
+        assert!(good.goals_met());
+        let md = good.to_markdown();
+        assert!(md.contains("| confirmed blocks lost | 0 of 2"), "{md}");
+        assert!(md.contains("| probe | 10.0 | 5 | 5 |"), "{md}");
+        assert!(good.summary().contains("ledger sends confirmed: 2/2"));
+        assert_eq!(good.to_svg().matches("<polyline").count(), 6);
+        assert!(!report(lost).goals_met());
+    }
+
     #[test]
     fn a_wave_that_ends_below_target_did_not_recover() {
         let cfg = ChurnConfig::short();

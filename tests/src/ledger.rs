@@ -502,6 +502,9 @@ impl ConfirmedSeen {
     }
 }
 
+/// A node's view of the wallet's chain: block hash → confirmed, or why it could not be read.
+type Held = std::result::Result<BTreeMap<String, bool>, String>;
+
 /// Whether every block some node reported confirmed is held confirmed by every live node.
 #[derive(Clone, Debug, Serialize)]
 pub struct BlocksCheck {
@@ -530,8 +533,7 @@ pub async fn check_blocks(
 ) -> BlocksCheck {
     let started = Instant::now();
     loop {
-        let mut held: Vec<(usize, std::result::Result<BTreeMap<String, bool>, String>)> =
-            Vec::with_capacity(nodes.len());
+        let mut held: Vec<(usize, Held)> = Vec::with_capacity(nodes.len());
         let t = t0.elapsed().as_secs_f64();
         for &(i, addr) in nodes {
             let chain = history(addr, account, MAX_SENDS).await;
@@ -607,20 +609,20 @@ mod tests {
             ],
             params: Params::default(),
         };
-        let mut ledger = Ledger::new(&genesis).unwrap();
-        let mut w = SimWallet::new(key, &genesis).unwrap();
-        let first = w.next_send(0, Credits::whole(1)).unwrap();
+        let mut ledger = Ledger::new(&genesis).expect("genesis");
+        let mut w = SimWallet::new(key, &genesis).expect("a genesis account");
+        let first = w.next_send(0, Credits::whole(1)).expect("valid");
         // Not accepted: the next build takes the same place on the chain.
-        assert_eq!(w.next_send(0, Credits::whole(1)).unwrap().height, 1);
-        ledger.process(first.clone(), 1).unwrap();
+        assert_eq!(w.next_send(0, Credits::whole(1)).expect("valid").height, 1);
+        ledger.process(first.clone(), 1).expect("valid");
         w.accepted(&first);
-        let second = w.next_send(0, Credits::whole(1)).unwrap();
+        let second = w.next_send(0, Credits::whole(1)).expect("valid");
         assert_eq!(second.previous, first.hash());
         assert_ne!(
             second.body, first.body,
             "sends go to the recipients in turn"
         );
-        ledger.process(second, 1).unwrap();
+        ledger.process(second, 1).expect("valid");
         assert_eq!(ledger.balance(&w.account()).liquid, Credits::whole(8));
         assert!(SimWallet::new(Keypair::generate(), &genesis).is_err());
     }

@@ -366,6 +366,29 @@ pub enum CredentialCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Revoke a member's consortium membership: signs a revocation as consortium admin (a trusted
+    /// issuer), writes it, and with `--publish` hands it to the node at `--rpc`, which applies and
+    /// gossips it (every member then disconnects and blocks the revoked DID).
+    #[command(
+        after_help = "Examples:\n  mycel credential revoke --subject did:key:z6Mk… --consortium acme --out revoke.json\n  mycel credential revoke --subject did:key:z6Mk… --consortium acme --publish\n\nPublishing needs a loopback --rpc or the node's bearer token (--rpc-token-file)."
+    )]
+    Revoke {
+        /// The member's DID.
+        #[arg(long)]
+        subject: String,
+        /// The consortium's name.
+        #[arg(long)]
+        consortium: String,
+        /// Issuer (admin) key.
+        #[arg(long, default_value = "default")]
+        key: String,
+        /// Write the signed revocation (JSON) to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Also submit it to the node at `--rpc` (JSON-RPC `mycel_revokeMembership`).
+        #[arg(long)]
+        publish: bool,
+    },
     /// Verify a membership credential file (signature, validity window, optional expectations).
     #[command(
         after_help = "Example:\n  mycel credential verify member.jwt --issuer did:key:z6Mk… --consortium acme"

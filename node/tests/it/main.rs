@@ -6,6 +6,7 @@
 
 mod cache;
 mod cli;
+mod consortium;
 mod devnet;
 mod failover;
 mod harness;

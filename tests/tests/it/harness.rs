@@ -1,10 +1,14 @@
 //! The TestNet harness: nodes start and answer, die and come back with the same identity, split and
-//! heal, and a slowed link changes which provider a forwarder picks.
+//! heal, a slowed link changes which provider a forwarder picks, and a net with a ledger confirms a
+//! wallet's sends on every node, restarted and late-joining ones included.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use mycel_ledger::{BlockHash, Credits};
 use mycel_tests::client::{Api, Outcome};
+use mycel_tests::ledger::SimWallet;
+use mycel_tests::testnet::{LedgerSetup, Stakers};
 use mycel_tests::{NetOptions, Role, TestNet, Topology};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -213,4 +217,145 @@ async fn a_delayed_link_shows_in_the_round_trip_and_the_fast_provider_is_chosen(
         assert_eq!(served_by(&net, f, Api::OpenAi, k).await, fast);
     }
     net.shutdown().await;
+}
+
+/// Waits until every live node holds each of `blocks` confirmed.
+async fn confirmed_on_every_live_node(net: &TestNet, blocks: &[BlockHash]) {
+    let what = format!("{} blocks confirmed on every live node", blocks.len());
+    net.wait_until(&what, WAIT, async |net| {
+        for i in net.live() {
+            for h in blocks {
+                match net.ledger_block(i, h).await {
+                    Ok(Some(b)) if b.confirmed => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
+}
+
+/// The state roots of the live nodes, in index order.
+async fn roots(net: &TestNet) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in net.live() {
+        out.push(net.ledger_info(i).await.unwrap().state_root);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_net_confirms_sends_while_an_unstaked_node_is_down_and_it_and_a_late_joiner_sync()
+{
+    // Providers 0 and 1, forwarders 2 and 3; only the forwarders are staked.
+    let mut net = TestNet::start(
+        4,
+        NetOptions {
+            forwarders: 2,
+            ledger: Some(LedgerSetup {
+                stakers: Stakers::Forwarders,
+                ..LedgerSetup::default()
+            }),
+            ..NetOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    net.wait_connected(WAIT).await.unwrap();
+    let genesis = net.genesis().unwrap().clone();
+    for i in 0..4 {
+        let info = net.ledger_info(i).await.unwrap();
+        assert_eq!(info.genesis_hash, hex::encode(genesis.hash()), "node {i}");
+        let staked = net.role(i).unwrap() == Role::Forwarder;
+        assert_eq!(info.node_weight != "0", staked, "node {i}: {info:?}");
+        assert!(net.data_dir(i).unwrap().join("ledger.redb").exists());
+    }
+    let start_roots = roots(&net).await;
+    assert!(
+        start_roots.iter().all(|r| *r == start_roots[0]),
+        "{start_roots:?}"
+    );
+
+    // A send through a provider confirms everywhere.
+    let mut wallet = SimWallet::new(net.wallet_key().unwrap().clone(), &genesis).unwrap();
+    let mut send = async |net: &TestNet, via: usize| {
+        let epoch = net.ledger_info(via).await.unwrap().epoch;
+        let block = wallet.next_send(epoch, Credits::whole(5)).unwrap();
+        let r = net.ledger_submit(via, &block).await.unwrap();
+        assert_eq!(r.status, "applied", "through node {via}");
+        assert_eq!(r.hash, block.hash().to_hex());
+        wallet.accepted(&block);
+        block.hash()
+    };
+    let first = send(&net, 1).await;
+    confirmed_on_every_live_node(&net, &[first]).await;
+
+    // With provider 0 killed, the stakers still confirm. Restarted while the others still refuse
+    // it, it holds what its ledger file held and nothing more; once healed, it catches up.
+    let (zero, rest) = ([0], [1, 2, 3]);
+    net.partition(&zero, &rest).await.unwrap();
+    net.kill(0).await.unwrap();
+    let second = send(&net, 2).await;
+    confirmed_on_every_live_node(&net, &[first, second]).await;
+    net.restart(0).await.unwrap();
+    let kept = net
+        .ledger_block(0, &first)
+        .await
+        .unwrap()
+        .expect("kept in ledger.redb");
+    assert!(kept.confirmed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        net.ledger_block(0, &second).await.unwrap().is_none(),
+        "isolated, yet it synced"
+    );
+    net.heal(&zero, &rest).await.unwrap();
+    confirmed_on_every_live_node(&net, &[first, second]).await;
+
+    // A late joiner has no stake and no genesis account; it syncs both sends.
+    let late = net.add_node(Role::Provider).await.unwrap();
+    let late_account = net.account(late).unwrap();
+    assert!(!genesis.accounts.iter().any(|a| a.account == late_account.0));
+    assert_eq!(net.ledger_info(late).await.unwrap().node_weight, "0");
+    confirmed_on_every_live_node(&net, &[first, second]).await;
+    // A block submitted through the unstaked joiner reaches the stakers and confirms everywhere.
+    let third = send(&net, late).await;
+    confirmed_on_every_live_node(&net, &[first, second, third]).await;
+    net.wait_until("every live node on one state root", WAIT, async |net| {
+        let r = roots(net).await;
+        r.iter().all(|x| *x == r[0])
+    })
+    .await
+    .unwrap();
+    let end_roots = roots(&net).await;
+    assert_eq!(end_roots.len(), 5);
+    assert_ne!(
+        end_roots[0], start_roots[0],
+        "three sends changed the state"
+    );
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_net_without_a_ledger_refuses_ledger_calls_and_one_without_stakers_does_not_start() {
+    let net = TestNet::start(1, NetOptions::default()).await.unwrap();
+    assert!(net.genesis().is_none() && net.wallet_key().is_none());
+    assert!(net.ledger_info(0).await.is_err());
+    net.shutdown().await;
+    // Staking only the forwarders of a net without any leaves the genesis without stake.
+    let err = TestNet::start(
+        1,
+        NetOptions {
+            ledger: Some(LedgerSetup {
+                stakers: Stakers::Forwarders,
+                ..LedgerSetup::default()
+            }),
+            ..NetOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("stake"), "{err}");
 }

@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use jsonrpsee::core::client::ClientT;
+use jsonrpsee::rpc_params;
 use mycel_identity::Did;
 use mycel_identity::credential::{Expectations, Membership, issue_membership, verify_membership};
+use mycel_identity::revocation::Revocation;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -12,9 +15,10 @@ use crate::Report;
 use crate::cli::CredentialCommand;
 use crate::context::{Context, read_input};
 use crate::error::{CliError, CliResult, Kind, io_error};
+use crate::rpc::{Endpoint, runtime};
 
-/// Runs a `credential` subcommand.
-pub fn run(cmd: CredentialCommand, ctx: &Context) -> CliResult<Report> {
+/// Runs a `credential` subcommand (`node`: where `revoke --publish` submits the revocation).
+pub fn run(cmd: CredentialCommand, ctx: &Context, node: &Endpoint) -> CliResult<Report> {
     match cmd {
         CredentialCommand::Issue {
             subject,
@@ -29,7 +33,70 @@ pub fn run(cmd: CredentialCommand, ctx: &Context) -> CliResult<Report> {
             subject,
             consortium,
         } => verify(&file, issuer, subject, consortium),
+        CredentialCommand::Revoke {
+            subject,
+            consortium,
+            key,
+            out,
+            publish,
+        } => revoke(
+            &subject,
+            &consortium,
+            &key,
+            out,
+            publish.then_some(node),
+            ctx,
+        ),
     }
+}
+
+fn revoke(
+    subject: &str,
+    consortium: &str,
+    key: &str,
+    out: Option<PathBuf>,
+    publish: Option<&Endpoint>,
+    ctx: &Context,
+) -> CliResult<Report> {
+    let subject = Did::parse(subject)?;
+    let issuer = ctx.unlock(key)?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let revocation = Revocation::sign(&issuer, &subject, consortium, now)?;
+    let json_text = revocation.to_json();
+    let mut data = json!({
+        "revocation": serde_json::to_value(&revocation).unwrap_or(Value::Null),
+        "subject": subject,
+        "issuer": revocation.issuer,
+        "consortium": consortium,
+    });
+    let mut text = String::new();
+    match out {
+        Some(path) => {
+            std::fs::write(&path, format!("{json_text}\n"))
+                .map_err(|e| io_error("writing", &path, e))?;
+            ctx.note(format!("revocation written to {}", path.display()));
+        }
+        None if publish.is_none() => text = json_text,
+        None => {}
+    }
+    if let Some(node) = publish {
+        let status: Value = runtime()?.block_on(async {
+            let client = node.http()?;
+            client
+                .request("mycel_revokeMembership", rpc_params![revocation])
+                .await
+                .map_err(|e| node.error(e))
+        })?;
+        let applied = status["status"].as_str().unwrap_or("unknown").to_owned();
+        if text.is_empty() {
+            text = format!(
+                "revocation of {subject} submitted to {}: {applied}",
+                node.url
+            );
+        }
+        data["published"] = status;
+    }
+    Ok(Report::new(text, data))
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
