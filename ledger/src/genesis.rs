@@ -27,13 +27,16 @@ pub mod amount_string {
     }
 }
 
-mod hex32 {
+/// Serde helper: 32-byte values as 64 hex characters.
+pub mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes 64 hex characters.
     pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
     }
 
+    /// Reads 64 hex characters.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(d)?;
         let mut out = [0u8; 32];

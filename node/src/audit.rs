@@ -48,7 +48,7 @@ const MAX_AUDIT_TOKENS: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRequest {
     /// `receipt ‖ worker signature ‖ requester signature` (SettledReceipt encoding).
-    #[serde(with = "serde_bytes_vec")]
+    #[serde(with = "crate::wire::byte_string")]
     pub settled: Vec<u8>,
     /// Model id.
     pub model: String,
@@ -68,36 +68,11 @@ pub enum AuditResponse {
         /// Whether the output passed.
         accept: bool,
         /// `sign("mycel/v1/verdict", receipt_hash ‖ accept)` by the validator's account key.
-        #[serde(with = "serde_bytes_vec")]
+        #[serde(with = "crate::wire::byte_string")]
         signature: Vec<u8>,
     },
     /// Not judged (not drawn, no model, busy, malformed request).
     Refused(String),
-}
-
-mod serde_bytes_vec {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        d.deserialize_bytes(V)
-    }
 }
 
 /// An inbound audit request handed from the network to the auditor.

@@ -173,7 +173,7 @@ pub fn verify_peer_credential(
             consortium: Some(consortium),
         },
     )?;
-    if false && !issuers.contains(&membership.issuer) {
+    if !issuers.contains(&membership.issuer) {
         return Err(MembershipError::UntrustedIssuer(Box::new(
             membership.issuer,
         )));
@@ -822,11 +822,13 @@ mod tests {
         assert_eq!(gate.overdue(t0 + Duration::from_secs(11)), vec![silent]);
 
         // Revocation: untrusted issuers and other consortia are refused; a trusted one expels.
-        let rogue = Revocation::sign(&Keypair::generate(), &did(&peer_key), "acme", 1).unwrap();
+        let rogue =
+            Revocation::sign(&Keypair::generate(), &did(&peer_key), "acme", 1).expect("test setup");
         assert!(gate.revoke(rogue).is_err());
-        let elsewhere = Revocation::sign(&w.admin, &did(&peer_key), "other", 1).unwrap();
+        let elsewhere =
+            Revocation::sign(&w.admin, &did(&peer_key), "other", 1).expect("test setup");
         assert!(gate.revoke(elsewhere).is_err());
-        let r = Revocation::sign(&w.admin, &did(&peer_key), "acme", 1).unwrap();
+        let r = Revocation::sign(&w.admin, &did(&peer_key), "acme", 1).expect("test setup");
         assert_eq!(gate.revoke(r.clone()), Ok(Some(peer)));
         assert!(!gate.admitted().contains(&peer));
         assert_eq!(gate.revoke(r), Ok(None));
@@ -837,9 +839,10 @@ mod tests {
         // A restart remembers; revoking this node itself stops it from starting.
         let gate = load().expect("restart");
         assert!(gate.revocations().contains(&did(&peer_key)));
-        let me = Revocation::sign(&w.admin, &did(&w.member), "acme", 2).unwrap();
-        let mut set = RevocationSet::load(&cfg.revocations, "acme", &[did(&w.admin)]).unwrap();
-        set.insert(me).unwrap();
+        let me = Revocation::sign(&w.admin, &did(&w.member), "acme", 2).expect("test setup");
+        let mut set =
+            RevocationSet::load(&cfg.revocations, "acme", &[did(&w.admin)]).expect("test setup");
+        set.insert(me).expect("test setup");
         assert!(
             load()
                 .expect_err("own membership revoked")

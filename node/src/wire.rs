@@ -72,3 +72,50 @@ pub enum InferErrorCode {
     /// Generation failed.
     Failed,
 }
+
+/// Serde for `Vec<u8>` as one byte string (CBOR major type 2) instead of serde's default array of
+/// integers: half the size on the wire, and one length check.
+pub mod byte_string {
+    use serde::{Deserializer, Serializer};
+
+    /// Writes the bytes as one byte string.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    /// Reads one byte string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+
+    /// The same for `Option<Vec<u8>>`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Serialize, Deserialize)]
+        struct B(#[serde(with = "super")] Vec<u8>);
+
+        /// Writes `None` or one byte string.
+        pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+            v.as_ref().map(|b| B(b.clone())).serialize(s)
+        }
+
+        /// Reads `None` or one byte string.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+            Ok(Option::<B>::deserialize(d)?.map(|b| b.0))
+        }
+    }
+}

@@ -164,17 +164,17 @@ impl SimWallet {
 pub struct TrafficConfig {
     /// Time from one send's submission to the next one's (longer when a confirmation takes
     /// longer: one send is in flight at a time).
-    #[serde(with = "crate::churn::secs")]
+    #[serde(with = "crate::report::secs")]
     pub interval: Duration,
     /// Credits per send.
     #[serde(serialize_with = "credits")]
     pub amount: Credits,
     /// A send not reported confirmed this long after its submission is submitted again through
     /// another live node.
-    #[serde(with = "crate::churn::secs")]
+    #[serde(with = "crate::report::secs")]
     pub rebroadcast_after: Duration,
     /// Longest wait for one send's confirmation before the traffic moves on.
-    #[serde(with = "crate::churn::secs")]
+    #[serde(with = "crate::report::secs")]
     pub confirm_timeout: Duration,
     /// Most sends (at most [`MAX_SENDS`]).
     pub max_sends: usize,
@@ -204,8 +204,8 @@ pub struct SendRecord {
     pub error: Option<String>,
 }
 
-/// What the traffic needs of the net: the live nodes and their HTTP addresses, read under a short
-/// lock (never held across a call, so the churn is never blocked by a slow node).
+/// Node `i`'s HTTP address while it runs. The traffic holds the net's lock only to read addresses,
+/// never across a call, so the churn never waits for a slow node.
 async fn addr_of(net: &RwLock<TestNet>, i: usize) -> Option<SocketAddr> {
     net.read().await.http_addr(i).ok()
 }
@@ -259,7 +259,8 @@ pub async fn send_loop(
         let gave_up = record.via.is_none();
         log.push(record);
         if gave_up {
-            // The head is unknown (the block may sit on a node that died): stop rather than fork.
+            // Twenty calls failed in a row: the net is unusable, or the block may sit only on a
+            // node that died, leaving the head unknown. Stop rather than fork the wallet's chain.
             break;
         }
     }

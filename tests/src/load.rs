@@ -27,7 +27,7 @@ use crate::client::{self, Api, ChatQuery, HttpClient, Outcome, RpcStreamClient};
 use crate::error::{Error, Result};
 use crate::memory::rss_kib;
 use crate::plot::{Axis, Chart, Series};
-use crate::report::verdict;
+use crate::report::{secs, verdict};
 use crate::rng::SimRng;
 use crate::stats::{BoundedLog, Histogram, Percentiles};
 use crate::testnet::{NetOptions, TestNet, Topology};
@@ -147,14 +147,6 @@ impl LoadConfig {
             return Err(Error::Invalid("rss_interval must not be zero".into()));
         }
         Ok(())
-    }
-}
-
-mod secs {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
     }
 }
 

@@ -36,3 +36,13 @@ pub fn write(
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
+
+/// `#[serde(with = "secs")]`: a duration as fractional seconds in a JSON report.
+pub mod secs {
+    use std::time::Duration;
+
+    /// Serializes `d` as fractional seconds.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 /// Methods the document describes, in order (subscriptions included).
-pub const METHODS: [&str; 15] = [
+pub const METHODS: [&str; 16] = [
     "mycel_nodeInfo",
     "mycel_peers",
     "mycel_models",
@@ -13,6 +13,7 @@ pub const METHODS: [&str; 15] = [
     "mycel_subscribeChat",
     "mycel_unsubscribeChat",
     "mycel_jobStatus",
+    "mycel_revokeMembership",
     "ledger_info",
     "ledger_balance",
     "ledger_account",
@@ -100,6 +101,16 @@ pub fn document(version: &str) -> Value {
                 "errors": [
                     { "code": -32602, "message": "invalid params" },
                     { "code": -32005, "message": "job not found" }
+                ]
+            },
+            {
+                "name": "mycel_revokeMembership",
+                "summary": "Consortium mode: applies a membership revocation signed by a trusted issuer (the JSON `mycel credential revoke` writes) and gossips it; the revoked member is disconnected and blocked everywhere. Loopback or bearer token only.",
+                "params": [{ "name": "revocation", "required": true, "schema": { "type": "object", "required": ["version", "consortium", "subject", "issuer", "issued_at", "signature"], "properties": { "version": { "type": "integer" }, "consortium": { "type": "string" }, "subject": { "type": "string" }, "issuer": { "type": "string" }, "issued_at": { "type": "integer" }, "signature": { "type": "string" } } } }],
+                "result": { "name": "outcome", "schema": { "type": "object", "properties": { "status": { "type": "string", "enum": ["applied", "known"] }, "subject": { "type": "string" } } } },
+                "errors": [
+                    { "code": -32602, "message": "invalid params, not in consortium mode, or revocation refused" },
+                    { "code": -32020, "message": "unauthorized" }
                 ]
             },
             {

@@ -161,26 +161,11 @@ pub struct LedgerStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Payment {
     /// The Escrow block (hex in JSON).
-    #[serde(with = "hex32")]
+    #[serde(with = "mycel_ledger::genesis::hex32")]
     pub escrow: [u8; 32],
     /// The job id it names.
-    #[serde(with = "hex32")]
+    #[serde(with = "mycel_ledger::genesis::hex32")]
     pub job_id: [u8; 32],
-}
-
-mod hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
 }
 
 /// What the ledger says about a would-be worker, for routing (specs/scoring.md).

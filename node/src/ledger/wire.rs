@@ -340,10 +340,10 @@ pub struct Frontier {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncedBlock {
     /// Canonical block encoding.
-    #[serde(with = "bytes")]
+    #[serde(with = "crate::wire::byte_string")]
     pub block: Vec<u8>,
     /// Encoded quorum certificate.
-    #[serde(with = "opt_bytes")]
+    #[serde(with = "crate::wire::byte_string::option")]
     pub qc: Option<Vec<u8>>,
 }
 
@@ -363,47 +363,6 @@ pub enum SyncResponse {
     Blocks(Vec<SyncedBlock>),
     /// The request could not be served.
     Error(String),
-}
-
-/// CBOR byte strings for `Vec<u8>` (serde's default is an array of integers).
-mod bytes {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        d.deserialize_bytes(V)
-    }
-}
-
-mod opt_bytes {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct B(#[serde(with = "super::bytes")] Vec<u8>);
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().map(|b| B(b.clone())).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Ok(Option::<B>::deserialize(d)?.map(|b| b.0))
-    }
 }
 
 #[cfg(test)]
