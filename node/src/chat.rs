@@ -304,6 +304,8 @@ pub struct ModelHost {
     delta_delay_us: Arc<AtomicU64>,
     /// Test knob: emit forged tokens instead of the model's (a cheating worker, for audit tests).
     forge: Arc<std::sync::atomic::AtomicBool>,
+    /// Set at shutdown: new jobs are refused while running ones finish.
+    draining: std::sync::atomic::AtomicBool,
     /// Models loaded only to judge audits (not served, not announced).
     audit_only: std::sync::RwLock<BTreeMap<String, Arc<ChatModel>>>,
 }
@@ -320,7 +322,13 @@ impl ModelHost {
             delta_delay_us: Arc::new(AtomicU64::new(0)),
             forge: Arc::default(),
             audit_only: Default::default(),
+            draining: Default::default(),
         }
+    }
+
+    /// Stops taking new jobs (they get `busy`); running and queued ones go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// A model this node can run: a served one, or one loaded only for audits.
@@ -367,6 +375,9 @@ impl ModelHost {
 
     /// Starts a job; events arrive on the returned channel. Dropping it cancels generation.
     pub async fn start(&self, job: ChatJob) -> Result<mpsc::Receiver<ChatEvent>> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(NodeError::Busy("the node is shutting down".into()));
+        }
         let model = self
             .models
             .get(&job.model)

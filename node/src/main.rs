@@ -335,11 +335,11 @@ async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
 
     wait_for_signal().await?;
     println!("shutting down");
-    if tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+    if tokio::time::timeout(Duration::from_secs(30), running.shutdown())
         .await
         .is_err()
     {
-        bail!("shutdown took longer than 10 s");
+        bail!("shutdown took longer than 30 s");
     }
     Ok(())
 }

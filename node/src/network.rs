@@ -166,6 +166,7 @@ enum Command {
     AppScores {
         scores: Vec<(PeerId, f64)>,
     },
+    Withdraw,
     Revoke {
         revocation: Box<mycel_identity::revocation::Revocation>,
         reply: oneshot::Sender<std::result::Result<bool, String>>,
@@ -332,6 +333,11 @@ impl NetworkHandle {
     /// Answers the inbound audit request `id` (from [`AuditInbound`]).
     pub async fn respond_audit(&self, id: u64, response: AuditResponse) -> Result<()> {
         self.send(Command::AuditRespond { id, response }).await
+    }
+
+    /// Withdraws this node's provider records from the DHT (at shutdown).
+    pub async fn withdraw_records(&self) -> Result<()> {
+        self.send(Command::Withdraw).await
     }
 
     /// Sets gossipsub's application-specific scores (P5) of peers (specs/scoring.md §6).
@@ -878,6 +884,14 @@ impl Actor {
                         .behaviour_mut()
                         .audit
                         .send_response(channel, response);
+                }
+            }
+            Command::Withdraw => {
+                for model in self.host.model_ids() {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .stop_providing(&kad::RecordKey::new(&wire::model_key(&model)));
                 }
             }
             Command::AppScores { scores } => {

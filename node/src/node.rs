@@ -33,6 +33,8 @@ pub const PRIVATE_MIN_STAKE: mycel_ledger::Credits = mycel_ledger::Credits::whol
 /// Reputation value ([`crate::scoring::Reputation::value`]) that makes a provider trusted with
 /// private jobs.
 pub const PRIVATE_MIN_REPUTATION: f64 = 0.5;
+/// How long a shutdown lets running answers finish.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -732,6 +734,18 @@ impl std::fmt::Debug for RunningNode {
 }
 
 impl RunningNode {
+    /// Stops taking new jobs (they get `busy`), withdraws the DHT provider records, and waits until
+    /// the running answers are done or `deadline` passed.
+    pub async fn drain(&self, deadline: Duration) {
+        let host = &self.node.inner.host;
+        host.drain();
+        let _ = self.node.inner.net.withdraw_records().await;
+        let until = Instant::now() + deadline;
+        while host.load() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts the network actor and the HTTP server.
     pub async fn start(opts: StartOptions) -> Result<Self> {
         let cfg = &opts.config;
@@ -854,8 +868,9 @@ impl RunningNode {
         })
     }
 
-    /// Stops the HTTP server and the network actor, and waits for both.
+    /// Drains, then stops the HTTP server, the ledger and the network actor, and waits for them.
     pub async fn shutdown(mut self) {
+        self.drain(DRAIN_DEADLINE).await;
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
         }

@@ -225,8 +225,7 @@ async fn non_members_are_cut_off_never_used_nor_served() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let refused = start(&mz.key, mz.config(&[&admin], None, vec![]), false).await;
     let err = refused
-        .err()
-        .expect("an expired own credential must stop start-up")
+        .expect_err("an expired own credential must stop start-up")
         .to_string();
     assert!(err.contains("expired"), "{err}");
     // Z, still running, now presents an expired credential.

@@ -108,3 +108,47 @@ async fn killing_the_provider_mid_stream_fails_over_and_completes_the_answer() {
     f.shutdown().await;
     alive.shutdown().await;
 }
+
+/// A clean shutdown drains: the provider stops taking new jobs (they get `busy`) but finishes the
+/// answer it is streaming before it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_running_answers_and_refuses_new_ones() {
+    let provider = start_provider().await;
+    let forwarder = start_forwarder(&provider).await;
+    provider.node.set_generation_delay(DELTA_DELAY);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stream = loop {
+        match forwarder.node.chat(job()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no provider: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // The answer is under way.
+    assert!(matches!(
+        stream.events.recv().await,
+        Some(ChatEvent::Delta(_))
+    ));
+    let node = provider.node.clone();
+    let stopping = tokio::spawn(provider.shutdown());
+    // While it drains, new jobs are refused as busy.
+    let mut refused = false;
+    for _ in 0..50 {
+        match node.chat(job()).await {
+            Err(mycel_node::NodeError::Busy(_)) => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "a draining node took a new job");
+    let answer = collect(stream.events)
+        .await
+        .expect("the running answer finished");
+    assert_eq!(answer.completion_tokens, 160);
+    stopping.await.unwrap();
+    forwarder.shutdown().await;
+}
