@@ -809,3 +809,95 @@ async fn a_private_job_is_never_audited_and_needs_a_trusted_provider() {
     }
     pair.shutdown().await;
 }
+
+/// Five nodes in a chain (each bootstraps only to the previous one): the last finds the model's
+/// provider, two hops away, through the DHT and gets a streamed answer; a block submitted at one end
+/// is gossiped hop by hop and confirmed at the other; every node ends with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_in_a_chain_find_providers_through_the_dht_and_gossip_end_to_end() {
+    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    let mut w = world();
+    w.nodes.extend((0..2).map(|_| Keypair::generate()));
+    w.genesis.accounts = w
+        .nodes
+        .iter()
+        .map(|k| GenesisAccount {
+            account: *k.public().as_bytes(),
+            balance: Credits::whole(100),
+            stake: Credits::whole(1000),
+        })
+        .chain(std::iter::once(GenesisAccount {
+            account: *w.wallet.public().as_bytes(),
+            balance: Credits::whole(1000),
+            stake: Credits::ZERO,
+        }))
+        .collect();
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let models = BTreeMap::from([("tiny".to_string(), tiny_model())]);
+    let mut nodes =
+        vec![start_serving(&w.nodes[0], &w.genesis, dirs[0].path(), vec![], models).await];
+    for i in 1..5 {
+        let boot = vec![nodes[i - 1].node.listen_addrs()[0].to_string()];
+        nodes.push(start(&w.nodes[i], &w.genesis, dirs[i].path(), boot).await);
+    }
+    let clients: Vec<HttpClient> = nodes.iter().map(client).collect();
+
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        let r = clients[4]
+            .chat(ChatRequest {
+                model: Some("tiny".into()),
+                messages: vec![ChatMessage {
+                    role: "user".into(),
+                    content: "Who serves this?".into(),
+                }],
+                max_tokens: Some(6),
+                temperature: Some(0.0),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(a) => break a,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "node 4 never reached a provider: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    assert!(answer.remote);
+    assert_eq!(
+        answer.served_by,
+        Did::from_public_key(w.nodes[0].public()).to_string()
+    );
+
+    let send = build(
+        &clients[4],
+        &w.wallet,
+        BlockBody::Send {
+            destination: id(&Keypair::generate()),
+            amount: Credits::whole(3),
+        },
+    )
+    .await;
+    let hash = submit(&clients[4], &send).await;
+    let refs: Vec<&HttpClient> = clients.iter().collect();
+    confirmed_everywhere(&refs, &hash).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut roots = Vec::new();
+        for c in &clients {
+            roots.push(c.info().await.unwrap().state_root);
+        }
+        if roots.iter().all(|r| *r == roots[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "states differ: {roots:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in nodes.into_iter().rev() {
+        n.shutdown().await;
+    }
+}
