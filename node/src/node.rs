@@ -869,8 +869,14 @@ impl RunningNode {
     }
 
     /// Drains, then stops the HTTP server, the ledger and the network actor, and waits for them.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.drain(DRAIN_DEADLINE).await;
+        self.stop().await;
+    }
+
+    /// Stops at once, without draining: running answers are cut off (what a crash looks like to
+    /// peers, minus the unflushed state — the ledger still closes cleanly).
+    pub async fn stop(mut self) {
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
         }

@@ -2,14 +2,17 @@
 //!
 //! Place in the architecture: above everything. [`testnet::TestNet`] starts N real
 //! `mycel_node::RunningNode`s in one process on loopback, each with its own key, data directory and
-//! runtime, and lets a test kill, stop, restart, partition and slow them down. [`client`] talks to
-//! them through the user-facing interfaces (OpenAI HTTP and SSE, JSON-RPC over HTTP and WebSocket).
+//! runtime, and lets a test kill, stop, restart, partition and slow them down; optionally every node
+//! keeps a real ledger under one genesis the harness writes. [`client`] talks to them through the
+//! user-facing interfaces (OpenAI HTTP and SSE, JSON-RPC over HTTP and WebSocket); [`ledger`] sends
+//! a wallet's credits through the `ledger_*` methods and checks that the nodes agree.
 //! On top sit two simulations, each a library module run by a binary (long form) and by the
 //! integration tests (short form) through the same code:
 //!
 //! - [`churn`]: ≥ 30 replicas, repeated waves in which 30% of them leave (killed or stopped) and new
 //!   ones join, while clients keep asking; measures the answered share and the time until every
-//!   forwarder sees enough replicas again (`cargo run -p mycel-tests --bin churn`).
+//!   forwarder sees enough replicas again, and whether every node ends on one ledger state with no
+//!   confirmed block lost (`cargo run -p mycel-tests --bin churn`).
 //! - [`load`]: a 5-node net under hundreds of concurrent streaming clients; measures errors,
 //!   time-to-first-token and total latency percentiles, and process memory over time
 //!   (`cargo run -p mycel-tests --bin load`).
