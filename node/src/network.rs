@@ -597,12 +597,12 @@ pub fn start(
         cfg,
         peers,
         lookups: HashMap::new(),
-        outbound: HashMap::new(),
+        outbound: Pending::new(),
         inbound_jobs: 0,
-        sync_out: HashMap::new(),
+        sync_out: Pending::new(),
         sync_in: HashMap::new(),
         next_sync_in: 0,
-        audit_out: HashMap::new(),
+        audit_out: Pending::new(),
         audit_in: HashMap::new(),
         heartbeat_seq: 0,
         listen_tx,
@@ -622,6 +622,78 @@ pub fn start(
         },
         task,
     ))
+}
+
+/// Outbound request-response requests waiting for their answers, by request id (bounded by the
+/// callers, which refuse new requests beyond their limits).
+struct Pending<T> {
+    waiting: HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<T, String>>>,
+}
+
+impl<T> Pending<T> {
+    fn new() -> Self {
+        Self {
+            waiting: HashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn insert(
+        &mut self,
+        id: OutboundRequestId,
+        reply: oneshot::Sender<std::result::Result<T, String>>,
+    ) {
+        self.waiting.insert(id, reply);
+    }
+
+    /// Settles the outbound side of a request-response event (answers and failures go to their
+    /// waiters); hands back an inbound request for the caller to handle.
+    fn on_event<Req>(
+        &mut self,
+        event: request_response::Event<Req, T>,
+        protocol: &'static str,
+    ) -> Option<(PeerId, Req, ResponseChannel<T>)> {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => Some((peer, request, channel)),
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.waiting.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+                None
+            }
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.waiting.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+                None
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, protocol, "inbound request failed");
+                None
+            }
+            Event::ResponseSent { .. } => None,
+        }
+    }
 }
 
 /// Gossipsub peer scoring (specs/wire.md): P5 from the ledger (stake and audited work), P4 makes
@@ -690,15 +762,12 @@ struct Actor {
     cfg: NetworkConfig,
     peers: PeerTable,
     lookups: HashMap<kad::QueryId, Lookup>,
-    outbound:
-        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<InferResponse, String>>>,
+    outbound: Pending<InferResponse>,
     inbound_jobs: usize,
-    sync_out:
-        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<SyncResponse, String>>>,
+    sync_out: Pending<SyncResponse>,
     sync_in: HashMap<u64, ResponseChannel<SyncResponse>>,
     next_sync_in: u64,
-    audit_out:
-        HashMap<OutboundRequestId, oneshot::Sender<std::result::Result<AuditResponse, String>>>,
+    audit_out: Pending<AuditResponse>,
     audit_in: HashMap<u64, ResponseChannel<AuditResponse>>,
     heartbeat_seq: u64,
     listen_tx: watch::Sender<Vec<Multiaddr>>,
@@ -1130,124 +1199,60 @@ impl Actor {
     }
 
     fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let refusal = match &self.cfg.ledger {
-                    _ if !self.admitted(&peer) => Some("not a member of this consortium"),
-                    None => Some("this node keeps no ledger"),
-                    Some(_) if self.sync_in.len() >= MAX_SYNC_STREAMS => Some("busy"),
-                    Some(ledger) => {
-                        let id = self.next_sync_in;
-                        match ledger.try_send(LedgerInbound::SyncRequest { peer, id, request }) {
-                            Ok(()) => {
-                                self.next_sync_in += 1;
-                                self.sync_in.insert(id, channel);
-                                return;
-                            }
-                            Err(_) => Some("busy"),
-                        }
+        let Some((peer, request, channel)) = self.sync_out.on_event(event, "ledger sync") else {
+            return;
+        };
+        let refusal = match &self.cfg.ledger {
+            _ if !self.admitted(&peer) => Some("not a member of this consortium"),
+            None => Some("this node keeps no ledger"),
+            Some(_) if self.sync_in.len() >= MAX_SYNC_STREAMS => Some("busy"),
+            Some(ledger) => {
+                let id = self.next_sync_in;
+                match ledger.try_send(LedgerInbound::SyncRequest { peer, id, request }) {
+                    Ok(()) => {
+                        self.next_sync_in += 1;
+                        self.sync_in.insert(id, channel);
+                        return;
                     }
-                };
-                if let Some(why) = refusal {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .ledger_sync
-                        .send_response(channel, SyncResponse::Error(why.into()));
+                    Err(_) => Some("busy"),
                 }
             }
-            Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.sync_out.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.sync_out.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound sync request failed");
-            }
-            Event::ResponseSent { .. } => {}
+        };
+        if let Some(why) = refusal {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .ledger_sync
+                .send_response(channel, SyncResponse::Error(why.into()));
         }
     }
 
     fn on_audit_event(&mut self, event: request_response::Event<AuditRequest, AuditResponse>) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let refusal = match &self.cfg.audit {
-                    _ if !self.admitted(&peer) => "not a member of this consortium",
-                    None => "this node judges no audits",
-                    Some(_) if self.audit_in.len() >= MAX_SYNC_STREAMS => "busy",
-                    Some(auditor) => {
-                        // Shares the sync request counter: ids only need to be unique.
-                        let id = self.next_sync_in;
-                        match auditor.try_send(AuditInbound { peer, id, request }) {
-                            Ok(()) => {
-                                self.next_sync_in += 1;
-                                self.audit_in.insert(id, channel);
-                                return;
-                            }
-                            Err(_) => "busy",
-                        }
+        let Some((peer, request, channel)) = self.audit_out.on_event(event, "audit") else {
+            return;
+        };
+        let refusal = match &self.cfg.audit {
+            _ if !self.admitted(&peer) => "not a member of this consortium",
+            None => "this node judges no audits",
+            Some(_) if self.audit_in.len() >= MAX_SYNC_STREAMS => "busy",
+            Some(auditor) => {
+                // Shares the sync request counter: ids only need to be unique.
+                let id = self.next_sync_in;
+                match auditor.try_send(AuditInbound { peer, id, request }) {
+                    Ok(()) => {
+                        self.next_sync_in += 1;
+                        self.audit_in.insert(id, channel);
+                        return;
                     }
-                };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .audit
-                    .send_response(channel, AuditResponse::Refused(refusal.into()));
-            }
-            Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.audit_out.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                    Err(_) => "busy",
                 }
             }
-            Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.audit_out.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound audit request failed");
-            }
-            Event::ResponseSent { .. } => {}
-        }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .audit
+            .send_response(channel, AuditResponse::Refused(refusal.into()));
     }
 
     fn on_kad_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
@@ -1292,39 +1297,8 @@ impl Actor {
         &mut self,
         event: request_response::Event<wire::InferRequest, InferResponse>,
     ) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => self.on_inbound_job(peer, request, channel),
-            Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.outbound.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.outbound.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
-                }
-            }
-            Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound inference request failed");
-            }
-            Event::ResponseSent { .. } => {}
+        if let Some((peer, request, channel)) = self.outbound.on_event(event, "inference") {
+            self.on_inbound_job(peer, request, channel);
         }
     }
 

@@ -477,20 +477,25 @@ async fn sse_inner(addr: SocketAddr, body: &Value, t0: Instant) -> Result<Outcom
                         text,
                     }));
                 }
-                let v: Value = serde_json::from_str(data)?;
-                if let Some(e) = v.get("error") {
+                // Typed, as a real client decodes it (only the fields it reads).
+                let chunk: SseChunk = serde_json::from_str(data)?;
+                if let Some(e) = chunk.error {
                     return Ok(Outcome::Failed(format!("stream error: {e}")));
                 }
-                if let Some(t) = v["choices"][0]["delta"]["content"].as_str()
-                    && !t.is_empty()
+                if let Some(t) = chunk
+                    .choices
+                    .into_iter()
+                    .next()
+                    .and_then(|c| c.delta.content)
+                    .filter(|t| !t.is_empty())
                 {
                     if ttft.is_none() {
                         ttft = Some(t0.elapsed());
                     }
-                    text.push_str(t);
+                    text.push_str(&t);
                 }
-                if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-                    tokens = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                if let Some(u) = chunk.usage {
+                    tokens = Some(u.completion_tokens);
                 }
             }
         }
@@ -499,6 +504,29 @@ async fn sse_inner(addr: SocketAddr, body: &Value, t0: Instant) -> Result<Outcom
         }
     }
     Ok(Outcome::Failed("the stream ended before [DONE]".into()))
+}
+
+/// The fields of an OpenAI `chat.completion.chunk` (or error event) the SSE client reads.
+#[derive(serde::Deserialize)]
+struct SseChunk {
+    #[serde(default)]
+    choices: Vec<SseChoice>,
+    #[serde(default)]
+    usage: Option<mycel_rpc_api::Usage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct SseChoice {
+    #[serde(default)]
+    delta: SseDelta,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct SseDelta {
+    #[serde(default)]
+    content: Option<String>,
 }
 
 /// What the load phase's clients have seen so far.

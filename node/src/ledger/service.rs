@@ -7,7 +7,7 @@ use libp2p::PeerId;
 use libp2p::gossipsub::MessageAcceptance;
 use mycel_identity::domains;
 use mycel_identity::{Keypair, Signature};
-use mycel_ledger::block::{BlockBody, CheckpointBody, MintBody, SignerSig, SlashBody};
+use mycel_ledger::block::{BlockBody, CheckpointBody, ClaimBody, MintBody, SignerSig, SlashBody};
 use mycel_ledger::consensus::{Elections, Representative, Root, VoteOutcome};
 use mycel_ledger::emission;
 use mycel_ledger::quorum::EpochInfo;
@@ -753,6 +753,19 @@ impl Service {
 
     /// Builds, applies and gossips the next block of this node's own chain.
     fn post_own(&mut self, body: BlockBody) -> Result<BlockHash> {
+        // A node whose account is not in the genesis and never received anything opens its chain
+        // first, with the proof of work an Open without source needs (it can then claim, vote, …).
+        if self.ledger.ledger().account(&self.account).is_none()
+            && !matches!(body, BlockBody::Receive { .. })
+        {
+            let open = Wallet::new(&self.key)
+                .open(self.ledger.ledger(), None, self.now_epoch())
+                .map_err(|e| NodeError::Ledger(e.to_string()))?;
+            let bytes = open.encode();
+            self.ingest(open, None)
+                .map_err(|e| NodeError::Ledger(format!("opening this node's account: {e}")))?;
+            self.publish(BLOCKS_TOPIC, bytes);
+        }
         let chain = self
             .ledger
             .ledger()
@@ -973,25 +986,18 @@ impl Service {
             tracing::info!(%escrow, "job drawn for audit: claiming once the verdicts arrive");
             return;
         }
-        let block = Wallet::new(&self.key).claim(
-            self.ledger.ledger(),
-            settled.receipt.clone(),
-            settled.requester_sig,
+        let mut verdicts = verdicts;
+        verdicts.sort_by_key(|v| v.signer);
+        let body = BlockBody::Claim(Box::new(ClaimBody {
+            escrow,
+            worker_sig: settled.receipt.sign_as_worker(&self.key),
+            receipt: settled.receipt.clone(),
+            requester_sig: settled.requester_sig,
             verdicts,
-            self.now_epoch(),
-        );
-        match block {
-            Ok(b) => {
-                let bytes = b.encode();
-                match self.ingest(b, None) {
-                    Ok(_) => {
-                        tracing::info!(%escrow, price = %settled.receipt.price, "claimed a paid job");
-                        self.publish(BLOCKS_TOPIC, bytes);
-                    }
-                    Err(e) => tracing::warn!(%escrow, error = %e, "claim refused"),
-                }
-            }
-            Err(e) => tracing::warn!(%escrow, error = %e, "cannot build the claim"),
+        }));
+        match self.post_own(body) {
+            Ok(_) => tracing::info!(%escrow, price = %settled.receipt.price, "claimed a paid job"),
+            Err(e) => tracing::warn!(%escrow, error = %e, "claim refused"),
         }
     }
 

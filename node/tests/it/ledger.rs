@@ -901,3 +901,55 @@ async fn five_nodes_in_a_chain_find_providers_through_the_dht_and_gossip_end_to_
         n.shutdown().await;
     }
 }
+
+/// A worker whose account is not in the genesis (a node that joined later) opens its chain with a
+/// proof of work the first time it has something to post, and claims its pay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_outside_the_genesis_opens_its_account_and_claims() {
+    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    let mut w = world();
+    w.genesis.params.audit_bps = 1;
+    let newcomer = Keypair::generate();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b = start(&w.nodes[1], &w.genesis, dirs[1].path(), vec![]).await;
+    let boot = vec![b.node.listen_addrs()[0].to_string()];
+    let c = start(&w.nodes[2], &w.genesis, dirs[2].path(), boot.clone()).await;
+    let models = BTreeMap::from([("tiny".to_string(), tiny_model())]);
+    let a = start_serving(&newcomer, &w.genesis, dirs[0].path(), boot, models).await;
+    wait_connected(&b, 2).await;
+    let cb = client(&b);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = cb
+            .chat(ChatRequest {
+                model: Some("tiny".into()),
+                messages: vec![ChatMessage {
+                    role: "user".into(),
+                    content: "New here?".into(),
+                }],
+                max_tokens: Some(6),
+                temperature: Some(0.0),
+                ..Default::default()
+            })
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_kind(&cb, &id(&newcomer), "claim").await;
+    let kinds: Vec<String> = cb
+        .history(id(&newcomer).to_hex(), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.kind)
+        .collect();
+    assert_eq!(kinds, ["claim", "open"]);
+    let bal = cb.balance(id(&newcomer).to_hex()).await.unwrap();
+    assert!(bal.liquid.parse::<u128>().unwrap() > 0);
+    for n in [a, c, b] {
+        n.shutdown().await;
+    }
+}
