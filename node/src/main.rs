@@ -54,13 +54,23 @@ enum Command {
     /// Run a local devnet of N nodes in this process (loopback only) with a generated genesis and a
     /// funded wallet; writes <dir>/devnet.json and runs until Ctrl-C.
     #[command(
-        after_help = "Examples:\n  mycel-node devnet --nodes 3 --dir ./devnet\n          mycel-node devnet --nodes 5 --dir /tmp/dn --model tiny --http-port 0"
+        after_help = "Examples:\n  mycel-node devnet --nodes 3 --dir ./devnet\n  mycel-node devnet --nodes 5 --dir /tmp/dn --model tiny --http-port 0"
     )]
     Devnet(DevnetArgs),
     /// Seeded simulations of the routing, credit and consensus goals (`sim sybil [--seed S] [--quick]`);
     /// prints one row per goal and exits non-zero when a goal is missed.
     #[command(subcommand)]
     Sim(mycel_node::sim::SimCommand),
+    /// Show a running node: identity, peers, models, ledger and the node account's balance (asks the
+    /// node at --rpc, else the one whose node.json is in the data dir).
+    #[command(
+        after_help = "Examples:\n  mycel-node status\n  mycel-node --data-dir /tmp/dn/node-1 status\n  mycel-node status --rpc http://127.0.0.1:7402"
+    )]
+    Status {
+        /// The node's HTTP URL (default: from <data-dir>/node.json).
+        #[arg(long, value_name = "URL")]
+        rpc: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +164,10 @@ fn main() -> Result<()> {
                 table.failed()
             );
             Ok(())
+        }
+        Command::Status { rpc } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(status(&data_dir, rpc))
         }
         Command::Devnet(args) => {
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -416,6 +430,99 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
         .is_err()
     {
         bail!("shutdown took longer than 30 s");
+    }
+    Ok(())
+}
+
+async fn status(data_dir: &Path, rpc: Option<String>) -> Result<()> {
+    use jsonrpsee::http_client::HttpClientBuilder;
+    use mycel_rpc_api::MycelApiClient;
+    use mycel_rpc_api::ledger::LedgerApiClient;
+    let url = match rpc {
+        Some(u) => u,
+        None => {
+            let path = data_dir.join(NODE_INFO_FILE);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {} (is the node running? or pass --rpc)",
+                    path.display()
+                )
+            })?;
+            let info: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            info["http_url"]
+                .as_str()
+                .context("node.json has no http_url")?
+                .to_string()
+        }
+    };
+    let c = HttpClientBuilder::default()
+        .build(&url)
+        .with_context(|| format!("bad node URL {url}"))?;
+    let info = c
+        .node_info()
+        .await
+        .with_context(|| format!("asking the node at {url} (is it running?)"))?;
+    let peers = c.peers().await?;
+    let models = c.models().await?;
+    println!("node:     {}  ({})", info.did, info.version);
+    println!("peer id:  {}", info.peer_id);
+    println!("http:     {}", info.http_url);
+    let serves = if info.models.is_empty() {
+        "nothing (forwards to peers)".to_string()
+    } else {
+        info.models.join(", ")
+    };
+    println!("serves:   {serves}");
+    println!("peers:    {}", peers.len());
+    for p in &peers {
+        let rtt = p
+            .rtt_ms
+            .map(|r| format!("{r} ms"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {}  rtt {rtt}  models [{}]",
+            p.did.as_deref().unwrap_or(&p.peer_id),
+            p.models.join(", ")
+        );
+    }
+    for m in &models {
+        println!(
+            "model:    {}  ({} provider{}{})",
+            m.id,
+            m.served_by.len(),
+            if m.served_by.len() == 1 { "" } else { "s" },
+            if m.local { ", local" } else { "" }
+        );
+    }
+    match c.info().await {
+        Ok(l) => {
+            println!(
+                "ledger:   {} epoch {} (table {}), {} blocks, {} confirmed, {} waiting, root {}",
+                l.network,
+                l.epoch,
+                l.table_epoch,
+                l.blocks,
+                l.confirmed,
+                l.unchecked,
+                &l.state_root[..16]
+            );
+            let b = c.balance(l.node_account.clone()).await?;
+            let cr = |s: &str| {
+                s.parse::<u128>()
+                    .map(|v| mycel_ledger::Credits(v).to_string())
+                    .unwrap_or_else(|_| s.to_string())
+            };
+            println!(
+                "account:  {}  liquid {}  bonded {}  receivable {}  voting weight {}",
+                l.node_account,
+                cr(&b.liquid),
+                cr(&b.bonded),
+                cr(&b.receivable),
+                cr(&l.node_weight)
+            );
+        }
+        Err(_) => println!("ledger:   none (started without a genesis)"),
     }
     Ok(())
 }

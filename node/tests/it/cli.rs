@@ -101,3 +101,34 @@ async fn up_serves_http_writes_node_json_and_stops_on_sigterm() {
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+/// `mycel-node status` against a running node (and a clear error without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_identity_peers_models_and_says_when_no_node_runs() {
+    let pair = crate::harness::Pair::start().await;
+    pair.wait_until_b_lists_tiny().await;
+    let url = crate::harness::url(&pair.b, "");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["status", "--rpc", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(&pair.b.node.did().to_string()), "{stdout}");
+    assert!(stdout.contains("peers:    1"), "{stdout}");
+    assert!(stdout.contains("model:    tiny  (1 provider)"), "{stdout}");
+    assert!(stdout.contains("ledger:   none"), "{stdout}");
+    pair.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the node running?"));
+}
