@@ -297,18 +297,27 @@ impl NetworkHandle {
         .await
     }
 
+    /// Sends a command carrying a reply channel and waits for the answer (a transport failure is a
+    /// [`NodeError::Network`]).
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<std::result::Result<T, String>>) -> Command,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await
+            .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
+            .map_err(NodeError::Network)
+    }
+
     /// Sends a ledger sync request and waits for the answer.
     pub async fn sync(&self, peer: PeerId, request: SyncRequest) -> Result<SyncResponse> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Sync {
+        self.request(|reply| Command::Sync {
             peer,
             request,
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
-            .map_err(NodeError::Network)
+        .await
     }
 
     /// Answers the inbound sync request `id` (from [`LedgerInbound::SyncRequest`]).
@@ -318,16 +327,12 @@ impl NetworkHandle {
 
     /// Asks a drawn validator to judge a job and waits for its verdict.
     pub async fn audit(&self, peer: PeerId, request: AuditRequest) -> Result<AuditResponse> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Audit {
+        self.request(|reply| Command::Audit {
             peer,
             request,
             reply,
         })
-        .await?;
-        rx.await
-            .map_err(|_| NodeError::Network("network actor dropped the request".into()))?
-            .map_err(NodeError::Network)
+        .await
     }
 
     /// Answers the inbound audit request `id` (from [`AuditInbound`]).
