@@ -53,3 +53,60 @@ async fn metrics_scrape_counts_a_request() {
     assert!(value(&a, "mycel_heartbeats_sent_total") >= 0.0);
     pair.shutdown().await;
 }
+
+/// The Grafana dashboard in deploy/ only charts series a node really exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_charts_only_exported_series() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/mycel-node.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 9);
+    let pair = Pair::start().await;
+    // Labelled families appear once they have a sample: one answered request gives them one.
+    let body = json!({
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2
+    });
+    let r = post(url(&pair.a, "/v1/chat/completions"), body.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // … and the gossip family once a heartbeat from B arrived (1 s interval in tests).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let scrape = loop {
+        let scrape = get(url(&pair.a, "/metrics")).await.body;
+        if scrape.contains("mycel_gossip_messages_total{") {
+            break scrape;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gossip counted:\n{scrape}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    for expr in &exprs {
+        for (i, _) in expr.match_indices("mycel_") {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // A histogram is exported as _bucket/_sum/_count series, counters with _total.
+            let family = name.trim_end_matches("_bucket");
+            assert!(
+                scrape.contains(&format!("# TYPE {family} "))
+                    || scrape.contains(&format!("# TYPE {} ", family.trim_end_matches("_total"))),
+                "the dashboard charts `{name}`, which /metrics does not export"
+            );
+        }
+    }
+    pair.shutdown().await;
+}
