@@ -42,8 +42,10 @@ const MAX_SYNC_RESPONSE_PAYLOAD: usize = 8 * 1024 * 1024;
 const STALE_ELECTION_TICKS: u64 = 5;
 /// Candidates asked for per such round.
 const MAX_STALE_FETCHES: usize = 32;
-/// Epochs an escrow stays claimable after the epoch it was posted in.
+/// Epochs an escrow stays claimable after the epoch it was posted in (at least)…
 const ESCROW_EPOCHS: u64 = 2;
+/// … and at least this many seconds, so short devnet epochs still leave time for an audit.
+const ESCROW_MIN_SECS: u64 = 120;
 /// Receive blocks a node posts for itself per tick.
 const MAX_RECEIVES_PER_TICK: usize = 8;
 /// Every this many ticks the gossipsub application scores are refreshed.
@@ -810,13 +812,20 @@ impl Service {
             job_id: JobId(job_id),
             worker,
             amount,
-            expires_epoch: self.now_epoch() + ESCROW_EPOCHS,
+            expires_epoch: self.now_epoch() + self.escrow_epochs(),
             private,
         })?;
         Ok(Payment {
             escrow: escrow.0,
             job_id,
         })
+    }
+
+    /// How many epochs an escrow posted now stays claimable.
+    fn escrow_epochs(&self) -> u64 {
+        ESCROW_MIN_SECS
+            .div_ceil(self.genesis.params.epoch_secs.max(1))
+            .max(ESCROW_EPOCHS)
     }
 
     /// The price of a job: every token at the genesis price, at most the escrow.
