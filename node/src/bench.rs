@@ -7,6 +7,7 @@
 //! WebSocket and OpenAI SSE streams against the engine in process, and a load phase of many
 //! simultaneous streaming clients.
 
+mod p2p;
 mod rpc;
 
 use std::path::Path;
@@ -37,6 +38,12 @@ pub enum BenchCommand {
         after_help = "Examples:\n  mycel-node bench rpc\n  mycel-node bench rpc --clients 16 --duration 20\n  mycel-node --data-dir <dir> bench rpc --model smollm2-135m-instruct --tokens 32 --runs 3"
     )]
     Rpc(rpc::RpcArgs),
+    /// Serving over libp2p vs locally, on loopback: request-response round trip p50/p99, and time to
+    /// first token and tokens/s of a chat answered by the node itself vs by a peer.
+    #[command(
+        after_help = "Examples:\n  mycel-node bench p2p\n  mycel-node --data-dir <dir> bench p2p --model smollm2-135m-instruct --tokens 32 --runs 5"
+    )]
+    P2p(p2p::P2pArgs),
 }
 
 /// Options of `bench inference`.
@@ -65,6 +72,12 @@ pub fn run(data_dir: &Path, cmd: BenchCommand) -> Result<()> {
                 return Ok(());
             }
             rpc::run(data_dir, &args, candle_core_threads())
+        }
+        BenchCommand::P2p(args) => {
+            if rerun_with_threads(args.threads)? {
+                return Ok(());
+            }
+            p2p::run(data_dir, &args, candle_core_threads())
         }
     }
 }

@@ -98,18 +98,19 @@ pub fn run(data_dir: &Path, args: &RpcArgs, threads: usize) -> Result<()> {
 
 /// One answer as a client saw it.
 #[derive(Clone, Debug)]
-struct Sample {
+pub(super) struct Sample {
     /// Time to the first non-empty text.
-    ttft: Duration,
+    pub(super) ttft: Duration,
     /// Time to the complete answer.
-    total: Duration,
+    pub(super) total: Duration,
     /// Completion tokens (from the answer's usage).
-    tokens: u32,
-    text: String,
+    pub(super) tokens: u32,
+    /// The answer.
+    pub(super) text: String,
 }
 
 impl Sample {
-    fn tok_s(&self) -> f64 {
+    pub(super) fn tok_s(&self) -> f64 {
         f64::from(self.tokens) / self.total.as_secs_f64().max(1e-9)
     }
 }
@@ -173,7 +174,7 @@ async fn bench(data_dir: &Path, args: &RpcArgs, threads: usize) -> Result<()> {
     result
 }
 
-fn job(model: &str, prompt: &str, seed: u64, tokens: u32) -> Result<ChatJob> {
+pub(super) fn job(model: &str, prompt: &str, seed: u64, tokens: u32) -> Result<ChatJob> {
     Ok(ChatJob::new(
         model.to_string(),
         vec![ChatMessage::user(prompt)],
@@ -332,14 +333,14 @@ async fn engine(host: &ModelHost, job: ChatJob) -> Result<Sample> {
 
 /// (d) The node's routing in process, without HTTP: what the APIs add on top of it is (b) − (d)
 /// and (c) − (d).
-async fn routed(node: &mycel_node::Node, job: ChatJob) -> Result<Sample> {
+pub(super) async fn routed(node: &mycel_node::Node, job: ChatJob) -> Result<Sample> {
     let t0 = Instant::now();
     let stream = node.chat(job).await?;
     timed(t0, stream.events).await
 }
 
 /// Reads a job's events to the end, timing the first text and the answer from `t0`.
-async fn timed(t0: Instant, mut events: mpsc::Receiver<ChatEvent>) -> Result<Sample> {
+pub(super) async fn timed(t0: Instant, mut events: mpsc::Receiver<ChatEvent>) -> Result<Sample> {
     let mut ttft = None;
     let mut text = String::new();
     while let Some(ev) = events.recv().await {
@@ -712,19 +713,19 @@ fn cpu_ms() -> f64 {
     (ticks(11) + ticks(12)) * 10.0
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// Median of a non-empty sample (0 when empty).
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(super) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     percentile(&v, 0.5)
 }
 
 /// Nearest-rank percentile of sorted values (0 when empty).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
