@@ -373,6 +373,11 @@ impl Ledger {
         }
     }
 
+    /// Number of confirmed blocks.
+    pub fn confirmed_count(&self) -> usize {
+        self.confirmed.len()
+    }
+
     /// True when the block is marked confirmed.
     pub fn is_confirmed(&self, hash: &BlockHash) -> bool {
         self.confirmed.contains(hash)

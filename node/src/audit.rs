@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use mycel_identity::{Did, domains};
+use mycel_identity::domains;
 use mycel_ledger::block::SignerSig;
 use mycel_ledger::receipt::verdict_message;
-use mycel_ledger::sortition::AuditDraw;
 use mycel_models::{ChatMessage, VerifyPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -202,7 +201,7 @@ pub async fn drive(
         let (net, request) = (net.clone(), request.clone());
         async move {
             let did = v.did().ok()?;
-            let peer = did_peer(&did)?;
+            let peer = did.peer_id();
             let resp = tokio::time::timeout(AUDIT_TIMEOUT, net.audit(peer, request))
                 .await
                 .ok()?
@@ -237,7 +236,7 @@ pub async fn drive(
             })
             .collect();
         let seats: usize = verdicts.iter().map(|v| draw.seats_of(&v.signer)).sum();
-        if quorum(&draw, seats) {
+        if draw.is_quorum(seats) {
             let outcome = AuditVerdicts {
                 settled: settled.clone(),
                 accept,
@@ -251,12 +250,4 @@ pub async fn drive(
         }
     }
     tracing::info!(escrow = %r.escrow, "audit inconclusive: too few verdicts agreed");
-}
-
-fn quorum(draw: &AuditDraw, seats: usize) -> bool {
-    draw.is_quorum(seats)
-}
-
-fn did_peer(did: &Did) -> Option<PeerId> {
-    Some(did.peer_id())
 }

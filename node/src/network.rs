@@ -642,16 +642,19 @@ impl<T> Pending<T> {
         }
     }
 
-    fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
-    fn insert(
+    /// Sends a request through `send` and keeps its waiter, or refuses it when `limit` requests
+    /// are already in flight.
+    fn start(
         &mut self,
-        id: OutboundRequestId,
+        (limit, what): (usize, &str),
         reply: oneshot::Sender<std::result::Result<T, String>>,
+        send: impl FnOnce() -> OutboundRequestId,
     ) {
-        self.waiting.insert(id, reply);
+        if self.waiting.len() >= limit {
+            let _ = reply.send(Err(format!("too many {what} requests in flight")));
+            return;
+        }
+        self.waiting.insert(send(), reply);
     }
 
     /// Settles the outbound side of a request-response event (answers and failures go to their
@@ -822,12 +825,11 @@ impl Actor {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Infer { peer, job, reply } => {
-                if self.outbound.len() >= MAX_PENDING_OUTBOUND {
-                    let _ = reply.send(Err("too many inference requests in flight".into()));
-                    return;
-                }
-                let id = self.swarm.behaviour_mut().infer.send_request(&peer, job);
-                self.outbound.insert(id, reply);
+                let rr = &mut self.swarm.behaviour_mut().infer;
+                self.outbound
+                    .start((MAX_PENDING_OUTBOUND, "inference"), reply, || {
+                        rr.send_request(&peer, job)
+                    });
             }
             Command::FindProviders { model, reply } => {
                 let mut known = self.peers.providers(&model, Instant::now(), MAX_PROVIDERS);
@@ -912,16 +914,10 @@ impl Actor {
                 request,
                 reply,
             } => {
-                if self.sync_out.len() >= MAX_SYNC_STREAMS {
-                    let _ = reply.send(Err("too many sync requests in flight".into()));
-                    return;
-                }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .ledger_sync
-                    .send_request(&peer, request);
-                self.sync_out.insert(id, reply);
+                let rr = &mut self.swarm.behaviour_mut().ledger_sync;
+                self.sync_out.start((MAX_SYNC_STREAMS, "sync"), reply, || {
+                    rr.send_request(&peer, request)
+                });
             }
             Command::SyncRespond { id, response } => {
                 if let Some(channel) = self.sync_in.remove(&id)
@@ -940,16 +936,11 @@ impl Actor {
                 request,
                 reply,
             } => {
-                if self.audit_out.len() >= MAX_SYNC_STREAMS {
-                    let _ = reply.send(Err("too many audit requests in flight".into()));
-                    return;
-                }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .audit
-                    .send_request(&peer, request);
-                self.audit_out.insert(id, reply);
+                let rr = &mut self.swarm.behaviour_mut().audit;
+                self.audit_out
+                    .start((MAX_SYNC_STREAMS, "audit"), reply, || {
+                        rr.send_request(&peer, request)
+                    });
             }
             Command::AuditRespond { id, response } => {
                 if let Some(channel) = self.audit_in.remove(&id) {

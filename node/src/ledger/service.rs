@@ -335,7 +335,7 @@ impl Service {
 
     fn status(&self) -> LedgerStatus {
         let l = self.ledger.ledger();
-        let confirmed = l.order().filter(|(_, b)| l.is_confirmed(&b.hash())).count();
+        let confirmed = l.confirmed_count();
         LedgerStatus {
             network: self.genesis.network.clone(),
             genesis: l.genesis_hash(),

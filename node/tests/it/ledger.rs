@@ -402,7 +402,7 @@ async fn bad_blocks_and_missing_ledgers_get_clear_errors() {
 /// confirmation A holds more credits and B fewer, on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_query_is_paid_through_escrow_receipt_and_claim() {
-    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    use mycel_rpc_api::MycelApiClient;
     let mut w = world();
     // Audits are drawn with probability 1/10⁴ here: an audited job needs validator verdicts, which
     // this test is not about.
@@ -425,19 +425,7 @@ async fn a_forwarded_query_is_paid_through_escrow_receipt_and_claim() {
     wait_connected(&a, 2).await;
     let (ca, cb, cc) = (client(&a), client(&b), client(&c));
 
-    let answer = cb
-        .chat(ChatRequest {
-            model: Some("tiny".into()),
-            messages: vec![ChatMessage {
-                role: "user".into(),
-                content: "Pay me".into(),
-            }],
-            max_tokens: Some(8),
-            temperature: Some(0.0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let answer = cb.chat(greedy("tiny", "Pay me", 8)).await.unwrap();
     assert!(answer.remote);
     // The job names the escrow that pays for it (mycel_jobStatus), a block on B's chain.
     let payment = cb
@@ -623,20 +611,8 @@ fn tiny_model() -> std::sync::Arc<mycel_models::ChatModel> {
 
 /// Sends one query through the gateway B (A serves it).
 async fn ask_b(b: &RunningNode, model: &str) -> mycel_rpc_api::ChatResponse {
-    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
-    client(b)
-        .chat(ChatRequest {
-            model: Some(model.into()),
-            messages: vec![ChatMessage {
-                role: "user".into(),
-                content: "Audit me".into(),
-            }],
-            max_tokens: Some(8),
-            temperature: Some(0.0),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
+    use mycel_rpc_api::MycelApiClient;
+    client(b).chat(greedy(model, "Audit me", 8)).await.unwrap()
 }
 
 async fn wait_for_kind(cl: &HttpClient, account: &AccountId, kind: &str) -> serde_json::Value {
@@ -770,17 +746,10 @@ async fn audited_work_is_minted_after_its_epoch() {
 /// A node without a ledger cannot tell whom to trust and refuses private jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_job_is_never_audited_and_needs_a_trusted_provider() {
-    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    use mycel_rpc_api::{ChatRequest, MycelApiClient};
     let request = || ChatRequest {
-        model: Some("tiny".into()),
-        messages: vec![ChatMessage {
-            role: "user".into(),
-            content: "Keep this between us".into(),
-        }],
-        max_tokens: Some(8),
-        temperature: Some(0.0),
         private: true,
-        ..Default::default()
+        ..greedy("tiny", "Keep this between us", 8)
     };
     let (w, nodes, _dirs) = audit_world("tiny", tiny_model()).await;
     let answer = client(&nodes[1]).chat(request()).await.unwrap();
@@ -815,7 +784,7 @@ async fn a_private_job_is_never_audited_and_needs_a_trusted_provider() {
 /// is gossiped hop by hop and confirmed at the other; every node ends with the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_in_a_chain_find_providers_through_the_dht_and_gossip_end_to_end() {
-    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    use mycel_rpc_api::MycelApiClient;
     let mut w = world();
     w.nodes.extend((0..2).map(|_| Keypair::generate()));
     w.genesis.accounts = w
@@ -844,18 +813,7 @@ async fn five_nodes_in_a_chain_find_providers_through_the_dht_and_gossip_end_to_
 
     let deadline = Instant::now() + WAIT;
     let answer = loop {
-        let r = clients[4]
-            .chat(ChatRequest {
-                model: Some("tiny".into()),
-                messages: vec![ChatMessage {
-                    role: "user".into(),
-                    content: "Who serves this?".into(),
-                }],
-                max_tokens: Some(6),
-                temperature: Some(0.0),
-                ..Default::default()
-            })
-            .await;
+        let r = clients[4].chat(greedy("tiny", "Who serves this?", 6)).await;
         match r {
             Ok(a) => break a,
             Err(e) => {
@@ -906,7 +864,7 @@ async fn five_nodes_in_a_chain_find_providers_through_the_dht_and_gossip_end_to_
 /// proof of work the first time it has something to post, and claims its pay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_outside_the_genesis_opens_its_account_and_claims() {
-    use mycel_rpc_api::{ChatMessage, ChatRequest, MycelApiClient};
+    use mycel_rpc_api::MycelApiClient;
     let mut w = world();
     w.genesis.params.audit_bps = 1;
     let newcomer = Keypair::generate();
@@ -920,18 +878,7 @@ async fn a_worker_outside_the_genesis_opens_its_account_and_claims() {
     let cb = client(&b);
     let deadline = Instant::now() + WAIT;
     loop {
-        let r = cb
-            .chat(ChatRequest {
-                model: Some("tiny".into()),
-                messages: vec![ChatMessage {
-                    role: "user".into(),
-                    content: "New here?".into(),
-                }],
-                max_tokens: Some(6),
-                temperature: Some(0.0),
-                ..Default::default()
-            })
-            .await;
+        let r = cb.chat(greedy("tiny", "New here?", 6)).await;
         if r.is_ok() {
             break;
         }
@@ -951,5 +898,19 @@ async fn a_worker_outside_the_genesis_opens_its_account_and_claims() {
     assert!(bal.liquid.parse::<u128>().unwrap() > 0);
     for n in [a, c, b] {
         n.shutdown().await;
+    }
+}
+
+/// A greedy chat request of one user message.
+fn greedy(model: &str, content: &str, max_tokens: u32) -> mycel_rpc_api::ChatRequest {
+    mycel_rpc_api::ChatRequest {
+        model: Some(model.into()),
+        messages: vec![mycel_rpc_api::ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }],
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        ..Default::default()
     }
 }
