@@ -81,6 +81,10 @@ pub mod domains {
     pub const REVOCATION: Domain = Domain::new("mycel/v1/revocation");
     /// Detached signatures over user files made with `mycel sign`.
     pub const DETACHED: Domain = Domain::new("mycel/v1/detached");
+    /// Commitments of shard servers to the activations of a layer span they computed.
+    pub const SHARD_SPAN: Domain = Domain::new("mycel/v1/shard-span");
+    /// Federated router: a node's signed update of the domain centroids.
+    pub const CENTROID_UPDATE: Domain = Domain::new("mycel/v1/centroid-update");
 }
 
 impl Keypair {

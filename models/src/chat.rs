@@ -136,10 +136,7 @@ impl Session {
 /// in an `Arc` between any number of concurrent sessions.
 pub struct ChatModel {
     llama: Llama,
-    tokenizer: Tokenizer,
-    template: ChatTemplate,
-    default_system: Option<String>,
-    stop_ids: Vec<u32>,
+    front: ChatFrontend,
     tag: u64,
 }
 
@@ -147,37 +144,196 @@ impl std::fmt::Debug for ChatModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatModel")
             .field("llama", &self.llama)
-            .field("tokenizer", &self.tokenizer)
+            .field("tokenizer", &self.front.tokenizer)
             .finish()
     }
+}
+
+/// Everything about a chat model except its weights: tokenizer, chat template, stop tokens and
+/// hyper-parameters. Enough to drive a generation whose forward passes run elsewhere (a sharded
+/// pipeline's client), and cheap to load (GGUF metadata only).
+#[derive(Clone, Debug)]
+pub struct ChatFrontend {
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    default_system: Option<String>,
+    stop_ids: Vec<u32>,
+    config: LlamaConfig,
+}
+
+impl ChatFrontend {
+    /// Reads the frontend of a verified chat model (metadata only, no tensor data).
+    pub fn load(model: &VerifiedModel) -> Result<Self> {
+        let (template, default_system) = chat_entry(model)?;
+        let path = model.primary_path();
+        let mut f = std::fs::File::open(&path).map_err(|e| ModelsError::io(&path, e))?;
+        let ct = read_gguf(&mut f)?;
+        let front = Self::from_gguf(&ct, template, default_system)?;
+        check_layers(model, front.config.n_layer)?;
+        Ok(front)
+    }
+
+    fn from_gguf(
+        ct: &gguf_file::Content,
+        template: ChatTemplate,
+        default_system: Option<String>,
+    ) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(ct)?;
+        let tokenizer = Tokenizer::from_spec(&TokenizerSpec::from_gguf(ct)?)?;
+        let mut stop_ids = vec![tokenizer.eos_token_id()];
+        for s in ["<|im_end|>", "<|endoftext|>"] {
+            if let Some(id) = tokenizer.special_token(s)
+                && !stop_ids.contains(&id)
+            {
+                stop_ids.push(id);
+            }
+        }
+        Ok(Self {
+            tokenizer,
+            template,
+            default_system,
+            stop_ids,
+            config,
+        })
+    }
+
+    /// Model hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids that end generation by default.
+    pub fn stop_token_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// Prompt ids for a conversation (template + tokenizer), ending with the assistant header.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        encode_chat(
+            self.template,
+            &self.tokenizer,
+            messages,
+            self.default_system.as_deref(),
+        )
+    }
+
+    /// Samples and streams tokens from the logits `feed` returns: `feed(ids)` appends `ids` to the
+    /// generation's state (wherever the layers run) and returns the last position's logits.
+    /// `prompt[..cached]` is already in that state; `limit` is its context length. Stops like
+    /// [`ChatModel::generate`]; blocking.
+    pub fn generate_with(
+        &self,
+        prompt: &[u32],
+        cached: usize,
+        limit: usize,
+        params: &SamplingParams,
+        tx: &mpsc::Sender<Token>,
+        mut feed: impl FnMut(&[u32]) -> Result<Vec<f32>>,
+    ) -> Result<Completion> {
+        check_prompt(prompt, params, limit)?;
+        let mut context = cached;
+        let mut logits = feed(&prompt[cached..])?;
+        context += prompt.len() - cached;
+        let mut sampler = Sampler::new(params);
+        let mut stream = TextStream::default();
+        let mut out_ids = Vec::new();
+        let mut text = String::new();
+        let finish = loop {
+            if tx.is_closed() {
+                break FinishReason::Cancelled;
+            }
+            let id = sampler.sample(&logits);
+            if self.stop_ids.contains(&id) || params.stop_tokens.contains(&id) {
+                break FinishReason::Stop;
+            }
+            let piece = stream.push(self.tokenizer.token_bytes(id));
+            text.push_str(&piece);
+            let token = Token {
+                index: out_ids.len(),
+                id,
+                text: piece,
+            };
+            out_ids.push(id);
+            if tx.blocking_send(token).is_err() {
+                break FinishReason::Cancelled;
+            }
+            if out_ids.len() >= params.max_tokens {
+                break FinishReason::Length;
+            }
+            if context + 1 >= limit {
+                break FinishReason::ContextFull;
+            }
+            logits = feed(&[id])?;
+            context += 1;
+        };
+        let tail = stream.finish();
+        text.push_str(&tail);
+        Ok(Completion {
+            token_ids: out_ids,
+            text,
+            prompt_tokens: prompt.len(),
+            cached_prompt_tokens: cached,
+            finish_reason: finish,
+        })
+    }
+}
+
+/// Rejects invalid sampling parameters, an empty prompt and one that leaves no room to answer.
+fn check_prompt(prompt: &[u32], params: &SamplingParams, limit: usize) -> Result<()> {
+    params.validate()?;
+    if prompt.is_empty() {
+        return Err(ModelsError::Tokenizer("empty prompt".into()));
+    }
+    if prompt.len() >= limit {
+        return Err(ModelsError::ContextOverflow {
+            prompt_tokens: prompt.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The chat template and default system prompt of a registry chat model.
+fn chat_entry(model: &VerifiedModel) -> Result<(ChatTemplate, Option<String>)> {
+    let entry = model.entry();
+    if entry.kind != ModelKind::Chat || entry.architecture != Architecture::Llama {
+        return Err(ModelsError::BadModel(format!(
+            "`{}` is not a llama chat model",
+            entry.id
+        )));
+    }
+    let template = entry
+        .chat_template
+        .ok_or_else(|| ModelsError::BadModel("no chat template".into()))?;
+    Ok((template, entry.default_system_prompt.clone()))
+}
+
+fn check_layers(model: &VerifiedModel, n_layer: u32) -> Result<()> {
+    let expected = model.entry().layers;
+    if n_layer != expected {
+        return Err(ModelsError::BadModel(format!(
+            "registry says {expected} layers, the file has {n_layer}"
+        )));
+    }
+    Ok(())
+}
+
+fn read_gguf<R: Read + Seek>(reader: &mut R) -> Result<gguf_file::Content> {
+    gguf_file::Content::read(reader)
+        .map_err(|e| ModelsError::BadModel(format!("not a readable GGUF: {e}")))
 }
 
 impl ChatModel {
     /// Loads a verified chat model from the cache.
     pub fn load(model: &VerifiedModel, opts: &LoadOptions) -> Result<Self> {
-        let entry = model.entry();
-        if entry.kind != ModelKind::Chat || entry.architecture != Architecture::Llama {
-            return Err(ModelsError::BadModel(format!(
-                "`{}` is not a llama chat model",
-                entry.id
-            )));
-        }
-        let template = entry
-            .chat_template
-            .ok_or_else(|| ModelsError::BadModel("no chat template".into()))?;
-        let m = Self::load_gguf_file(
-            &model.primary_path(),
-            template,
-            entry.default_system_prompt.clone(),
-            opts,
-        )?;
-        if m.llama.config().n_layer != entry.layers {
-            return Err(ModelsError::BadModel(format!(
-                "registry says {} layers, the file has {}",
-                entry.layers,
-                m.llama.config().n_layer
-            )));
-        }
+        let (template, default_system) = chat_entry(model)?;
+        let m = Self::load_gguf_file(&model.primary_path(), template, default_system, opts)?;
+        check_layers(model, m.llama.config().n_layer)?;
         Ok(m)
     }
 
@@ -200,29 +356,16 @@ impl ChatModel {
         default_system: Option<String>,
         opts: &LoadOptions,
     ) -> Result<Self> {
-        let ct = gguf_file::Content::read(reader)
-            .map_err(|e| ModelsError::BadModel(format!("not a readable GGUF: {e}")))?;
-        let cfg = LlamaConfig::from_gguf(&ct)?;
+        let ct = read_gguf(reader)?;
+        let front = ChatFrontend::from_gguf(&ct, template, default_system)?;
         let range = opts
             .range
-            .map(|(a, b)| LayerRange::new(a, b, cfg.n_layer))
+            .map(|(a, b)| LayerRange::new(a, b, front.config.n_layer))
             .transpose()?;
-        let tokenizer = Tokenizer::from_spec(&TokenizerSpec::from_gguf(&ct)?)?;
         let llama = Llama::load(&ct, reader, range, opts.requantize, opts.max_context)?;
-        let mut stop_ids = vec![tokenizer.eos_token_id()];
-        for s in ["<|im_end|>", "<|endoftext|>"] {
-            if let Some(id) = tokenizer.special_token(s)
-                && !stop_ids.contains(&id)
-            {
-                stop_ids.push(id);
-            }
-        }
         Ok(Self {
             llama,
-            tokenizer,
-            template,
-            default_system,
-            stop_ids,
+            front,
             tag: NEXT_MODEL_TAG.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -239,12 +382,17 @@ impl ChatModel {
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.front.tokenizer
     }
 
     /// Token ids that end generation by default.
     pub fn stop_token_ids(&self) -> &[u32] {
-        &self.stop_ids
+        &self.front.stop_ids
+    }
+
+    /// Tokenizer, template and hyper-parameters (what a pipeline client needs).
+    pub fn frontend(&self) -> &ChatFrontend {
+        &self.front
     }
 
     /// Context limit of new sessions.
@@ -263,12 +411,7 @@ impl ChatModel {
 
     /// Prompt ids for a conversation (template + tokenizer), ending with the assistant header.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        encode_chat(
-            self.template,
-            &self.tokenizer,
-            messages,
-            self.default_system.as_deref(),
-        )
+        self.front.encode_chat(messages)
     }
 
     fn check_session(&self, session: &Session) -> Result<()> {
@@ -381,17 +524,8 @@ impl ChatModel {
         tx: &mpsc::Sender<Token>,
     ) -> Result<Completion> {
         self.check_session(session)?;
-        params.validate()?;
-        if prompt.is_empty() {
-            return Err(ModelsError::Tokenizer("empty prompt".into()));
-        }
         let limit = session.max_len();
-        if prompt.len() >= limit {
-            return Err(ModelsError::ContextOverflow {
-                prompt_tokens: prompt.len(),
-                limit,
-            });
-        }
+        check_prompt(prompt, params, limit)?;
         // Longest common prefix with what the cache holds; always recompute at least one token
         // to get fresh logits.
         let common = session
@@ -402,48 +536,10 @@ impl ChatModel {
             .count()
             .min(prompt.len() - 1);
         session.truncate(common);
-        let mut logits = self.feed(session, &prompt[common..])?;
-
-        let mut sampler = Sampler::new(params);
-        let mut stream = TextStream::default();
-        let mut out_ids = Vec::new();
-        let mut text = String::new();
-        let finish = loop {
-            if tx.is_closed() {
-                break FinishReason::Cancelled;
-            }
-            let id = sampler.sample(&logits);
-            if self.stop_ids.contains(&id) || params.stop_tokens.contains(&id) {
-                break FinishReason::Stop;
-            }
-            let piece = stream.push(self.tokenizer.token_bytes(id));
-            text.push_str(&piece);
-            let token = Token {
-                index: out_ids.len(),
-                id,
-                text: piece,
-            };
-            out_ids.push(id);
-            if tx.blocking_send(token).is_err() {
-                break FinishReason::Cancelled;
-            }
-            if out_ids.len() >= params.max_tokens {
-                break FinishReason::Length;
-            }
-            if session.len() + 1 >= limit {
-                break FinishReason::ContextFull;
-            }
-            logits = self.feed(session, &[id])?;
-        };
-        let tail = stream.finish();
-        text.push_str(&tail);
-        Ok(Completion {
-            token_ids: out_ids,
-            text,
-            prompt_tokens: prompt.len(),
-            cached_prompt_tokens: common,
-            finish_reason: finish,
-        })
+        self.front
+            .generate_with(prompt, common, limit, params, tx, |ids| {
+                self.feed(session, ids)
+            })
     }
 }
 

@@ -133,6 +133,10 @@ pub enum ModelsError {
     #[error("invalid layer range: {0}")]
     LayerRange(String),
 
+    /// A stage running elsewhere (a sharded pipeline's hop) failed.
+    #[error("pipeline stage failed: {0}")]
+    Stage(String),
+
     /// Hidden-state bytes from a peer could not be decoded.
     #[error("bad hidden-state encoding: {0}")]
     HiddenStates(String),

@@ -17,6 +17,7 @@
 use half::f16;
 
 use crate::error::{ModelsError, Result};
+use crate::sampling::SplitMix64;
 
 /// Magic prefix.
 pub const HIDDEN_MAGIC: [u8; 4] = *b"MYHS";
@@ -149,6 +150,66 @@ impl HiddenStates {
     }
 }
 
+/// Values in a [`HiddenStates::sketch`].
+pub const SKETCH_DIM: usize = 16;
+
+/// Relative L2 distance under which two sketches count as the same computation: honest
+/// recomputation on other hardware, thread counts or an f16 wire differs by well under 10⁻³,
+/// a different input or different weights by far more than 10⁻¹.
+pub const SKETCH_TOLERANCE: f32 = 1e-2;
+
+/// Seed of the sketch's projection directions (part of the commitment format: changing it
+/// changes every sketch).
+const SKETCH_SEED: u64 = 0x6d79_6365_6c73_6b31;
+
+impl HiddenStates {
+    /// A compact fingerprint of these activations for span commitments (specs/models.md,
+    /// "Verified spans"): the mean over tokens of each row's projection on [`SKETCH_DIM`] fixed
+    /// pseudo-random ±1/√dim directions. Close activations give close sketches
+    /// ([`sketches_match`]), so a re-execution can be checked against a committed sketch within
+    /// a tolerance where a hash would demand bit equality.
+    pub fn sketch(&self) -> [f32; SKETCH_DIM] {
+        let dim = self.hidden_dim as usize;
+        let mut out = [0f64; SKETCH_DIM];
+        if dim == 0 || self.seq_len == 0 {
+            return [0.0; SKETCH_DIM];
+        }
+        let mut rng = SplitMix64::new(SKETCH_SEED ^ u64::from(self.hidden_dim));
+        let scale = 1.0 / (dim as f64).sqrt();
+        // Column sums first: one pass over the data, then SKETCH_DIM · dim sign flips.
+        let mut col = vec![0f64; dim];
+        for row in self.data.chunks_exact(dim) {
+            for (c, v) in col.iter_mut().zip(row) {
+                *c += f64::from(*v);
+            }
+        }
+        for o in out.iter_mut() {
+            let mut bits = 0u64;
+            for (d, c) in col.iter().enumerate() {
+                if d % 64 == 0 {
+                    bits = rng.next_u64();
+                }
+                let sign = if bits >> (d % 64) & 1 == 1 { 1.0 } else { -1.0 };
+                *o += sign * c;
+            }
+        }
+        out.map(|v| (v * scale / f64::from(self.seq_len)) as f32)
+    }
+}
+
+/// Whether two sketches agree within [`SKETCH_TOLERANCE`] (relative L2 distance).
+pub fn sketches_match(a: &[f32; SKETCH_DIM], b: &[f32; SKETCH_DIM]) -> bool {
+    let norm = |v: &[f32; SKETCH_DIM]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let scale = norm(a).max(norm(b)).max(1e-6);
+    diff.is_finite() && diff <= f64::from(SKETCH_TOLERANCE) * scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +229,27 @@ mod tests {
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = HiddenStates::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn sketches_tolerate_wire_rounding_and_catch_other_activations() {
+        let data: Vec<f32> = (0..3 * 96).map(|i| ((i * 7) as f32).sin() * 4.0).collect();
+        let h = HiddenStates {
+            position: 0,
+            seq_len: 3,
+            hidden_dim: 96,
+            data,
+        };
+        let rounded = HiddenStates::decode(&h.encode(WireDType::F16)).expect("decode");
+        assert!(sketches_match(&h.sketch(), &rounded.sketch()));
+        let mut other = h.clone();
+        for v in other.data.iter_mut().step_by(5) {
+            *v = -*v;
+        }
+        assert!(!sketches_match(&h.sketch(), &other.sketch()));
+        let mut nan = h.sketch();
+        nan[0] = f32::NAN;
+        assert!(!sketches_match(&h.sketch(), &nan));
     }
 
     #[test]

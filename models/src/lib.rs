@@ -48,12 +48,12 @@ pub mod tokenizer;
 pub mod verify;
 
 pub use chat::{
-    ChatModel, Completion, FinishReason, LoadOptions, Session, TOKEN_CHANNEL_CAPACITY, Token,
-    hidden_to_wire, spawn_generate,
+    ChatFrontend, ChatModel, Completion, FinishReason, LoadOptions, Session,
+    TOKEN_CHANNEL_CAPACITY, Token, hidden_to_wire, spawn_generate,
 };
 pub use embed::EmbeddingModel;
 pub use error::{ModelsError, Result};
-pub use hidden::{HiddenStates, WireDType};
+pub use hidden::{HiddenStates, SKETCH_DIM, WireDType, sketches_match};
 pub use llama::{LayerRange, StageInput, StageOutput};
 pub use pull::{
     CacheStatus, Progress, PullOptions, Stage, VerifiedModel, cache_status, pull,

@@ -8,6 +8,7 @@
 //! simultaneous streaming clients.
 
 mod p2p;
+mod pipeline;
 mod rpc;
 
 use std::path::Path;
@@ -44,6 +45,13 @@ pub enum BenchCommand {
         after_help = "Examples:\n  mycel-node bench p2p\n  mycel-node --data-dir <dir> bench p2p --model smollm2-135m-instruct --tokens 32 --runs 5"
     )]
     P2p(p2p::P2pArgs),
+    /// Sharded pipelines on loopback: tokens/s and time to first token of the whole model on one
+    /// node vs a 3-hop pipeline of shard servers, and what a failover adds when the middle server
+    /// dies mid-answer or right before a request.
+    #[command(
+        after_help = "Examples:\n  mycel-node bench pipeline\n  mycel-node --data-dir <dir> bench pipeline --model smollm2-135m-instruct --tokens 64 --runs 5"
+    )]
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// Options of `bench inference`.
@@ -78,6 +86,12 @@ pub fn run(data_dir: &Path, cmd: BenchCommand) -> Result<()> {
                 return Ok(());
             }
             p2p::run(data_dir, &args, candle_core_threads())
+        }
+        BenchCommand::Pipeline(args) => {
+            if rerun_with_threads(args.threads)? {
+                return Ok(());
+            }
+            pipeline::run(data_dir, &args, candle_core_threads())
         }
     }
 }

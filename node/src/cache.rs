@@ -107,6 +107,7 @@ impl CachedAnswer {
         let _ = tx.try_send(ChatEvent::Done(self.answer.clone()));
         ChatStream {
             id,
+            routing: None,
             cached: true,
             served_by: self.served_by,
             served_by_peer: self.served_by_peer,

@@ -64,6 +64,10 @@ pub struct ChatJob {
     /// bookkeeping, never sent to peers.
     #[serde(skip)]
     pub request_id: Option<String>,
+    /// For the model `experts`: ask this many experts and return the consensus answer (local
+    /// option, never sent to peers).
+    #[serde(skip)]
+    pub ensemble: Option<usize>,
 }
 
 /// Caller-facing sampling knobs before defaults are applied.
@@ -127,6 +131,7 @@ impl ChatJob {
             payment: None,
             seed_fixed: sampling.seed.is_some(),
             request_id: None,
+            ensemble: None,
         };
         job.validate()?;
         Ok(job)
@@ -170,6 +175,30 @@ impl ChatJob {
             return Err(invalid(format!("temperature above {MAX_TEMPERATURE}")));
         }
         self.params.validate().map_err(|e| invalid(e.to_string()))
+    }
+}
+
+/// The ensemble size a request asks for: `mode` `single` (or none) asks one expert, `ensemble`
+/// asks `k` (default 3, at most [`crate::node::MAX_ENSEMBLE`]) and needs the model `experts`.
+pub fn ensemble_size(model: &str, mode: Option<&str>, k: Option<u64>) -> Result<Option<usize>> {
+    match mode {
+        None | Some("single") => Ok(None),
+        Some("ensemble") => {
+            if model != crate::node::EXPERTS_MODEL {
+                return Err(invalid(format!(
+                    "mode `ensemble` needs the model `{}`",
+                    crate::node::EXPERTS_MODEL
+                )));
+            }
+            let max = crate::node::MAX_ENSEMBLE as u64;
+            match k.unwrap_or(3) {
+                k @ 1.. if k <= max => Ok(Some(k as usize)),
+                k => Err(invalid(format!("k = {k} is not in 1..={max}"))),
+            }
+        }
+        Some(other) => Err(invalid(format!(
+            "unknown mode `{other}` (use single or ensemble)"
+        ))),
     }
 }
 
@@ -293,6 +322,16 @@ impl StopMatcher {
     }
 }
 
+/// Keeps a pipeline session counted ([`ModelHost::shard_session`]).
+#[derive(Debug)]
+pub struct SessionGuard(Arc<AtomicUsize>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The models this node serves, with a limit on concurrent generations.
 #[derive(Debug)]
 pub struct ModelHost {
@@ -308,6 +347,25 @@ pub struct ModelHost {
     draining: std::sync::atomic::AtomicBool,
     /// Models loaded only to judge audits (not served, not announced).
     audit_only: std::sync::RwLock<BTreeMap<String, Arc<ChatModel>>>,
+    /// Layer ranges served to pipelines ([`crate::shard`]), by model id, with the measured
+    /// compute per layer per token in microseconds.
+    shards: std::sync::RwLock<BTreeMap<String, (Arc<ChatModel>, u32)>>,
+    /// Pipeline sessions open on this node's shards.
+    shard_sessions: Arc<AtomicUsize>,
+    /// Experts served, by model id (`expert:<domain>`): a served model and a system prompt.
+    experts: std::sync::RwLock<BTreeMap<String, Expert>>,
+}
+
+/// Prefix of the model id under which a node serves a domain expert: `expert:<domain>`.
+pub const EXPERT_PREFIX: &str = "expert:";
+
+/// A domain expert: a served model answering under a system prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expert {
+    /// The served model it runs on.
+    pub base: String,
+    /// Put before the conversation (merged into the caller's own system message, if any).
+    pub system_prompt: String,
 }
 
 impl ModelHost {
@@ -323,7 +381,114 @@ impl ModelHost {
             forge: Arc::default(),
             audit_only: Default::default(),
             draining: Default::default(),
+            shards: Default::default(),
+            shard_sessions: Arc::default(),
+            experts: Default::default(),
         }
+    }
+
+    /// Serves `expert:<domain>`: `base` (a model served here) under `system_prompt`.
+    pub fn add_expert(&self, domain: &str, expert: Expert) -> Result<()> {
+        if !self.models.contains_key(&expert.base) {
+            return Err(NodeError::Config(format!(
+                "expert `{domain}` runs on `{}`, which this node does not serve",
+                expert.base
+            )));
+        }
+        if let Ok(mut m) = self.experts.write() {
+            m.insert(format!("{EXPERT_PREFIX}{domain}"), expert);
+        }
+        Ok(())
+    }
+
+    /// The model and conversation a job runs with: an expert id resolves to its base model, with the
+    /// expert's system prompt first.
+    fn resolve(&self, mut job: ChatJob) -> Result<(Arc<ChatModel>, ChatJob)> {
+        if let Some(m) = self.models.get(&job.model) {
+            return Ok((m.clone(), job));
+        }
+        let expert = self
+            .experts
+            .read()
+            .ok()
+            .and_then(|e| e.get(&job.model).cloned())
+            .ok_or_else(|| NodeError::ModelNotFound(job.model.clone()))?;
+        let model = self
+            .models
+            .get(&expert.base)
+            .cloned()
+            .ok_or_else(|| NodeError::ModelNotFound(expert.base.clone()))?;
+        match job.messages.first_mut() {
+            Some(first) if first.role == mycel_models::Role::System => {
+                first.content = format!("{}\n\n{}", expert.system_prompt, first.content);
+            }
+            _ => job
+                .messages
+                .insert(0, ChatMessage::system(expert.system_prompt.clone())),
+        }
+        Ok((model, job))
+    }
+
+    /// Counts an open pipeline session until the returned guard is dropped.
+    pub fn shard_session(&self) -> SessionGuard {
+        self.shard_sessions.fetch_add(1, Ordering::AcqRel);
+        SessionGuard(self.shard_sessions.clone())
+    }
+
+    /// Pipeline sessions open on this node's shards.
+    pub fn shard_sessions(&self) -> usize {
+        self.shard_sessions.load(Ordering::Acquire)
+    }
+
+    /// The pause [`ModelHost::set_delta_delay`] asks for (also applied after each shard step).
+    pub fn step_delay(&self) -> Duration {
+        Duration::from_micros(self.delta_delay_us.load(Ordering::Relaxed))
+    }
+
+    /// Serves `model` (loaded with a layer range) to pipelines, replacing the range held before;
+    /// sessions on the old range finish on it.
+    pub fn set_shard(&self, id: &str, model: Arc<ChatModel>) {
+        if let Ok(mut m) = self.shards.write() {
+            m.insert(id.to_string(), (model, 0));
+        }
+    }
+
+    /// The layer range of `model` this node serves to pipelines.
+    pub fn shard(&self, id: &str) -> Option<Arc<ChatModel>> {
+        self.shards
+            .read()
+            .ok()
+            .and_then(|m| m.get(id).map(|(s, _)| s.clone()))
+    }
+
+    /// Folds one step's compute time into the per-layer figure heartbeats advertise (EWMA).
+    pub fn record_shard_time(&self, id: &str, layers: u32, tokens: usize, took: Duration) {
+        let per = took.as_micros() / u128::from(layers.max(1)) / tokens.max(1) as u128;
+        let per = u32::try_from(per).unwrap_or(u32::MAX).max(1);
+        if let Ok(mut m) = self.shards.write()
+            && let Some((_, us)) = m.get_mut(id)
+        {
+            *us = if *us == 0 {
+                per
+            } else {
+                u32::try_from((u64::from(*us) * 7 + u64::from(per)) / 8).unwrap_or(u32::MAX)
+            };
+        }
+    }
+
+    /// The layer ranges served, as heartbeats advertise them.
+    pub fn shard_ads(&self) -> Vec<crate::heartbeat::ShardAd> {
+        let Ok(m) = self.shards.read() else {
+            return Vec::new();
+        };
+        m.iter()
+            .map(|(id, (model, us))| crate::heartbeat::ShardAd {
+                model: id.clone(),
+                from: model.layer_range().start(),
+                to: model.layer_range().end(),
+                layer_us: *us,
+            })
+            .collect()
     }
 
     /// Stops taking new jobs (they get `busy`); running and queued ones go on.
@@ -352,14 +517,23 @@ impl ModelHost {
         self.forge.store(on, Ordering::Relaxed);
     }
 
-    /// Whether this node serves `model`.
-    pub fn serves(&self, model: &str) -> bool {
-        self.models.contains_key(model)
+    /// Whether the forging test knob is on ([`ModelHost::set_forge_outputs`]).
+    pub fn forging(&self) -> bool {
+        self.forge.load(Ordering::Relaxed)
     }
 
-    /// Ids of the served models.
+    /// Whether this node serves `model` (a model or an `expert:<domain>`).
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.contains_key(model) || self.experts.read().is_ok_and(|e| e.contains_key(model))
+    }
+
+    /// Ids of the served models, then of the served experts.
     pub fn model_ids(&self) -> Vec<String> {
-        self.models.keys().cloned().collect()
+        let mut ids: Vec<String> = self.models.keys().cloned().collect();
+        if let Ok(e) = self.experts.read() {
+            ids.extend(e.keys().cloned());
+        }
+        ids
     }
 
     /// Generations running or waiting.
@@ -378,11 +552,7 @@ impl ModelHost {
         if self.draining.load(Ordering::Relaxed) {
             return Err(NodeError::Busy("the node is shutting down".into()));
         }
-        let model = self
-            .models
-            .get(&job.model)
-            .cloned()
-            .ok_or_else(|| NodeError::ModelNotFound(job.model.clone()))?;
+        let (model, job) = self.resolve(job)?;
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -427,25 +597,51 @@ async fn run_job(
     delay_us: &AtomicU64,
     forge: bool,
 ) -> ChatEvent {
-    let (tok_tx, mut tok_rx) = mpsc::channel(TOKEN_CHANNEL_CAPACITY);
+    let (tok_tx, tok_rx) = mpsc::channel(TOKEN_CHANNEL_CAPACITY);
     let session = model.new_session();
     let handle =
         mycel_models::spawn_generate(model.clone(), session, job.messages, job.params, tok_tx);
-    let mut matcher = StopMatcher::new(job.stop);
+    let generation = async {
+        match handle.await {
+            Ok((_, r)) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("generation task failed: {e}")),
+        }
+    };
+    let vocab = u32::try_from(model.config().vocab_size)
+        .unwrap_or(u32::MAX)
+        .max(2);
+    let forged = |tok: &mycel_models::Token| {
+        let id = (tok.id.wrapping_mul(7).wrapping_add(13)) % vocab;
+        (id, model.tokenizer().decode(&[id], true))
+    };
+    let forge: Option<&Forge<'_>> = if forge { Some(&forged) } else { None };
+    relay_tokens(tok_rx, generation, job.stop, out, delay_us, forge).await
+}
+
+/// Replaces a generated token by a forged one (id and text).
+pub(crate) type Forge<'a> = dyn Fn(&mycel_models::Token) -> (u32, String) + Sync + 'a;
+
+/// Turns a generation's tokens into chat events: applies stop strings and the answer-size limit,
+/// paces deltas (`delay_us`), and returns the final event once `generation` (which produced the
+/// tokens) has ended. `forge` replaces each token (the cheating-worker test knob).
+pub(crate) async fn relay_tokens(
+    mut tok_rx: mpsc::Receiver<mycel_models::Token>,
+    generation: impl std::future::Future<Output = std::result::Result<mycel_models::Completion, String>>,
+    stop: Vec<String>,
+    out: &mpsc::Sender<ChatEvent>,
+    delay_us: &AtomicU64,
+    forge: Option<&Forge<'_>>,
+) -> ChatEvent {
+    let mut matcher = StopMatcher::new(stop);
     let mut text = String::new();
     let mut tokens = 0u32;
     let mut ids = Vec::new();
     let mut cut: Option<Finish> = None;
-    let vocab = u32::try_from(model.config().vocab_size)
-        .unwrap_or(u32::MAX)
-        .max(2);
     while let Some(tok) = tok_rx.recv().await {
         tokens += 1;
-        let (id, piece) = if forge {
-            let id = (tok.id.wrapping_mul(7).wrapping_add(13)) % vocab;
-            (id, model.tokenizer().decode(&[id], true))
-        } else {
-            (tok.id, tok.text)
+        let (id, piece) = match forge {
+            Some(f) => f(&tok),
+            None => (tok.id, tok.text),
         };
         ids.push(id);
         let (emit, stopped) = matcher.push(&piece);
@@ -470,13 +666,9 @@ async fn run_job(
         }
     }
     drop(tok_rx);
-    let (_, result) = match handle.await {
-        Ok(r) => r,
-        Err(e) => return ChatEvent::Failed(format!("generation task failed: {e}")),
-    };
-    let completion = match result {
+    let completion = match generation.await {
         Ok(c) => c,
-        Err(e) => return ChatEvent::Failed(e.to_string()),
+        Err(e) => return ChatEvent::Failed(e),
     };
     let finish = match cut {
         Some(f) => f,

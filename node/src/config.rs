@@ -76,6 +76,35 @@ response_cache_entries = 1024
 # Loopback clients never need it. Unset: only loopback clients may change state.
 # rpc_token = "a long random string"
 
+# Layer ranges served to sharded pipelines (specs/models.md, "Sharded serving"). Each entry is
+# "<model>:<from>-<to>" (layers [from, to)) or "<model>:auto": the node picks the worst-covered
+# aligned window of `span` layers and moves when heartbeats show another window below `replication`
+# live servers ("Rebalancing"). Clients ask for a pipeline with the model name "<model>@sharded".
+# [serve]
+# ranges = ["smollm2-135m-instruct:auto"]
+# span = 10
+# replication = 2
+#
+# Domain experts this node serves, each as the model id "expert:<domain>": a served model answering
+# under a system prompt (specs/models.md, "Experts and the federated router").
+# [[serve.experts]]
+# domain = "cooking"
+# model = "smollm2-135m-instruct"
+# system_prompt = "You are an experienced chef. Answer cooking questions precisely."
+
+# The expert router: embeds queries sent to the model "experts" and forwards each to the expert of
+# the nearest domain. Domain centroids are learned from local labelled examples (never sent) and from
+# peers' signed, differentially private centroid updates, aggregated robustly.
+# [router]
+# embedding_model = "all-minilm-l6-v2"
+# examples = "router-examples.json"    # {"<domain>": ["an example query", …], …}; optional
+# epsilon = 0.5                        # privacy budget per update round (ε ≤ 1, δ ≤ 1e-3)
+# delta = 1e-6
+# noise = true                         # false: updates are clipped means without noise, NOT private
+#                                      # (trusted consortiums, or too few examples: at ε = 0.5 a
+#                                      # domain needs ~400 examples per node for a usable update)
+# update_interval_secs = 30
+
 # Consortium mode (specs/wire.md, "Consortium mode"): with this section the node admits only peers that
 # present a valid membership credential (W3C VC-JWT) from a trusted issuer right after connecting.
 # Peers that fail or stay silent past the deadline are disconnected and blocked. Relative paths are
@@ -90,7 +119,7 @@ response_cache_entries = 1024
 "#;
 
 /// The node's configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// libp2p listen multiaddrs. Default: [`DEFAULT_LISTEN`].
@@ -123,6 +152,154 @@ pub struct Config {
     /// Consortium mode ([`crate::membership`]). Default: none (an open network).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consortium: Option<ConsortiumConfig>,
+    /// Layer ranges and experts served. Default: none.
+    pub serve: ServeConfig,
+    /// The expert router. Default: none (queries to `experts` are refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterConfig>,
+}
+
+/// One `[[serve.experts]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertConfig {
+    /// Domain tag (`[a-z0-9-]{1,32}`); served as the model id `expert:<domain>`.
+    pub domain: String,
+    /// A model this node serves.
+    pub model: String,
+    /// Put before every conversation.
+    pub system_prompt: String,
+}
+
+/// The `[router]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Embedding model (registry id). Default: `all-minilm-l6-v2`.
+    pub embedding_model: String,
+    /// Local labelled examples, JSON `{"<domain>": ["query", …]}` (relative: inside the data dir).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<PathBuf>,
+    /// ε per update round. Default: 0.5.
+    pub epsilon: f64,
+    /// δ per update round. Default: 1e-6.
+    pub delta: f64,
+    /// Noise the updates for (ε, δ)-differential privacy. Default: true. False releases plain
+    /// clipped means (not private).
+    pub noise: bool,
+    /// Seconds between update rounds. Default: 30.
+    pub update_interval_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            embedding_model: "all-minilm-l6-v2".into(),
+            examples: None,
+            epsilon: 0.5,
+            delta: 1e-6,
+            noise: true,
+            update_interval_secs: 30,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Makes a relative `examples` path relative to `data_dir`.
+    pub fn resolve_paths(&mut self, data_dir: &Path) {
+        if let Some(p) = &mut self.examples
+            && p.is_relative()
+        {
+            *p = data_dir.join(&*p);
+        }
+    }
+}
+
+/// The `[serve]` section: layer ranges served to sharded pipelines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `"<model>:<from>-<to>"` or `"<model>:auto"` entries. Default: none.
+    pub ranges: Vec<String>,
+    /// Layers of an automatic range. Default: 10.
+    pub span: u32,
+    /// Live servers per layer automatic ranges aim for. Default: 2.
+    pub replication: u32,
+    /// Domain experts served. Default: none.
+    pub experts: Vec<ExpertConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            ranges: Vec::new(),
+            span: 10,
+            replication: 2,
+            experts: Vec::new(),
+        }
+    }
+}
+
+/// One parsed `serve.ranges` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardSpec {
+    /// Model id.
+    pub model: String,
+    /// `[from, to)`, or none for an automatic range.
+    pub range: Option<(u32, u32)>,
+}
+
+impl ShardSpec {
+    /// Parses `"<model>:<from>-<to>"` or `"<model>:auto"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            NodeError::Config(format!(
+                "serve.ranges entry `{s}` is not `<model>:<from>-<to>` or `<model>:auto`"
+            ))
+        };
+        let (model, range) = s.rsplit_once(':').ok_or_else(bad)?;
+        if model.is_empty() || model.len() > crate::chat::MAX_MODEL_ID_LEN {
+            return Err(bad());
+        }
+        let range = match range {
+            "auto" => None,
+            r => {
+                let (a, b) = r.split_once('-').ok_or_else(bad)?;
+                let (a, b) = (
+                    a.parse::<u32>().map_err(|_| bad())?,
+                    b.parse::<u32>().map_err(|_| bad())?,
+                );
+                if a >= b {
+                    return Err(bad());
+                }
+                Some((a, b))
+            }
+        };
+        Ok(Self {
+            model: model.to_string(),
+            range,
+        })
+    }
+}
+
+impl ServeConfig {
+    /// The parsed entries (at most one per model).
+    pub fn specs(&self) -> Result<Vec<ShardSpec>> {
+        let specs = self
+            .ranges
+            .iter()
+            .map(|r| ShardSpec::parse(r))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, s) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|o| o.model == s.model) {
+                return Err(NodeError::Config(format!(
+                    "serve.ranges names `{}` twice: a node serves one range per model",
+                    s.model
+                )));
+            }
+        }
+        Ok(specs)
+    }
 }
 
 /// The `[consortium]` section: who may join this node's network.
@@ -199,6 +376,8 @@ impl Default for Config {
             rpc_token: None,
             response_cache_entries: crate::cache::DEFAULT_CACHE_ENTRIES,
             consortium: None,
+            serve: ServeConfig::default(),
+            router: None,
         }
     }
 }
@@ -263,6 +442,26 @@ impl Config {
         if self.heartbeat_interval_secs == 0 || self.infer_timeout_secs == 0 {
             return Err(NodeError::Config(
                 "heartbeat_interval_secs and infer_timeout_secs must be at least 1".into(),
+            ));
+        }
+        self.serve.specs()?;
+        for e in &self.serve.experts {
+            e.domain
+                .parse::<crate::experts::DomainTag>()
+                .map_err(|err| NodeError::Config(format!("serve.experts: {err}")))?;
+        }
+        if let Some(r) = &self.router {
+            crate::experts::DpParams::new(r.epsilon, r.delta)
+                .map_err(|err| NodeError::Config(format!("router: {err}")))?;
+            if r.update_interval_secs == 0 {
+                return Err(NodeError::Config(
+                    "router.update_interval_secs must be at least 1".into(),
+                ));
+            }
+        }
+        if self.serve.span == 0 || self.serve.replication == 0 {
+            return Err(NodeError::Config(
+                "serve.span and serve.replication must be at least 1".into(),
             ));
         }
         if let Some(c) = &self.consortium {
@@ -363,6 +562,42 @@ mod tests {
         assert!(Config::from_toml_str("listen = [\"not a multiaddr\"]").is_err());
         assert!(Config::from_toml_str("max_concurrent_generations = 0").is_err());
         assert!(Config::from_toml_str("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn serve_section_parses_and_is_checked() {
+        let c = Config::from_toml_str(
+            "[serve]\nranges = [\"smollm2-135m-instruct:auto\", \"tiny:2-4\"]\nspan = 5",
+        )
+        .expect("serve section");
+        assert_eq!(
+            c.serve.specs().expect("specs"),
+            vec![
+                ShardSpec {
+                    model: "smollm2-135m-instruct".into(),
+                    range: None
+                },
+                ShardSpec {
+                    model: "tiny".into(),
+                    range: Some((2, 4))
+                },
+            ]
+        );
+        assert_eq!((c.serve.span, c.serve.replication), (5, 2));
+        for bad in [
+            "ranges = [\"tiny\"]",
+            "ranges = [\"tiny:4-2\"]",
+            "ranges = [\"tiny:a-b\"]",
+            "ranges = [\":0-2\"]",
+            "ranges = [\"tiny:0-2\", \"tiny:auto\"]",
+            "span = 0",
+            "shards = 1",
+        ] {
+            assert!(
+                Config::from_toml_str(&format!("[serve]\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -298,6 +298,8 @@ impl Prepared {
             };
             config.models = serves.keys().cloned().collect();
             let started = RunningNode::start(StartOptions {
+                shards: Default::default(),
+                models_dir: None,
                 key: key.clone(),
                 config,
                 models: serves,

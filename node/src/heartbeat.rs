@@ -6,8 +6,33 @@
 use mycel_identity::{Keypair, PeerId, PublicKey, Signature, domains};
 use serde::{Deserialize, Serialize};
 
-/// Most model ids one heartbeat may list; longer lists are refused.
+/// Most model ids (and most shards) one heartbeat may list; longer lists are refused.
 pub const MAX_HEARTBEAT_MODELS: usize = 32;
+/// Largest layer index a shard advertisement may name.
+pub const MAX_SHARD_LAYER: u32 = 4096;
+
+/// A layer range a node serves on `/mycel/shard/1.0.0` (specs/models.md, "Sharded serving").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardAd {
+    /// Model id.
+    pub model: String,
+    /// First layer (inclusive).
+    pub from: u32,
+    /// Last layer (exclusive).
+    pub to: u32,
+    /// Measured compute per layer per token, microseconds (0: not measured yet).
+    #[serde(default)]
+    pub layer_us: u32,
+}
+
+impl ShardAd {
+    fn is_valid(&self) -> bool {
+        self.from < self.to
+            && self.to <= MAX_SHARD_LAYER
+            && !self.model.is_empty()
+            && self.model.len() <= crate::chat::MAX_MODEL_ID_LEN
+    }
+}
 
 /// A node's health record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +45,9 @@ pub struct Heartbeat {
     pub load: u32,
     /// Sender's counter, increasing per heartbeat (replays of older ones are ignored).
     pub seq: u64,
+    /// Layer ranges the sender serves to pipelines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardAd>,
 }
 
 /// A heartbeat and its signature, as gossiped.
@@ -43,7 +71,11 @@ impl Heartbeat {
     pub fn verify(bytes: &[u8], source: &PeerId) -> Option<Heartbeat> {
         let signed: SignedHeartbeat = serde_json::from_slice(bytes).ok()?;
         let hb: Heartbeat = serde_json::from_str(&signed.body).ok()?;
-        if hb.peer_id != source.to_base58() || hb.models.len() > MAX_HEARTBEAT_MODELS {
+        if hb.peer_id != source.to_base58()
+            || hb.models.len() > MAX_HEARTBEAT_MODELS
+            || hb.shards.len() > MAX_HEARTBEAT_MODELS
+            || !hb.shards.iter().all(ShardAd::is_valid)
+        {
             return None;
         }
         let key = PublicKey::from_peer_id(source).ok()?;
@@ -67,6 +99,12 @@ mod tests {
             models: vec!["tiny".into()],
             load: 0,
             seq: 3,
+            shards: vec![ShardAd {
+                model: "tiny".into(),
+                from: 0,
+                to: 3,
+                layer_us: 40,
+            }],
         };
         let bytes = hb.sign(&key);
         assert_eq!(Heartbeat::verify(&bytes, &key.peer_id()), Some(hb.clone()));
@@ -76,5 +114,11 @@ mod tests {
             .replace("tiny", "huge");
         assert_eq!(Heartbeat::verify(tampered.as_bytes(), &key.peer_id()), None);
         assert_eq!(Heartbeat::verify(b"\xff garbage", &key.peer_id()), None);
+        let mut empty_range = hb.clone();
+        empty_range.shards[0].to = 0;
+        assert_eq!(
+            Heartbeat::verify(&empty_range.sign(&key), &key.peer_id()),
+            None
+        );
     }
 }

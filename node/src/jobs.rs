@@ -40,6 +40,7 @@ struct JobRecord {
     answer: Option<(u32, u32, &'static str)>,
     error: Option<String>,
     payment: Option<Payment>,
+    pipeline: Option<mycel_rpc_api::PipelineStatus>,
 }
 
 impl JobRecord {
@@ -61,6 +62,7 @@ impl JobRecord {
                 escrow: hex::encode(p.escrow),
                 job_id: hex::encode(p.job_id),
             }),
+            pipeline: self.pipeline.clone(),
         }
     }
 }
@@ -149,6 +151,7 @@ impl JobRegistry {
                 answer: None,
                 error: None,
                 payment: None,
+                pipeline: None,
             },
         );
     }
@@ -159,6 +162,11 @@ impl JobRegistry {
             r.served_by = Some(served_by);
             r.remote = remote;
         });
+    }
+
+    /// Records a pipeline job's route and counters.
+    pub fn pipeline(&self, id: &str, status: mycel_rpc_api::PipelineStatus) {
+        self.update(id, |r| r.pipeline = Some(status));
     }
 
     /// Records the escrow paying for the job (a failover to another provider pays anew).
@@ -215,6 +223,7 @@ impl JobRegistry {
                 answer: Some((a.prompt_tokens, a.completion_tokens, a.finish.as_str())),
                 error: None,
                 payment: None,
+                pipeline: None,
             },
         );
         hit.replay(id, model)
@@ -325,6 +334,7 @@ mod tests {
         let (tx, events) = mpsc::channel(8);
         let s = ChatStream {
             id: id.into(),
+            routing: None,
             cached: false,
             served_by: did,
             served_by_peer: key.peer_id(),

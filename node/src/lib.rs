@@ -14,10 +14,14 @@
 //!
 //! [`membership`] is consortium mode: the membership handshake, revocations and the pnet key.
 //!
-//! [`scoring`] is the pure routing-score core (probation, caps, randomized pick; not wired into
-//! routing yet); [`sim`] holds the seeded simulations behind `mycel-node sim`.
+//! [`scoring`] is the routing-score core (probation, caps, randomized pick) behind provider ranking;
+//! [`sim`] holds the seeded simulations behind `mycel-node sim`. [`ledger`] runs the node's ledger
+//! (sync, votes, paid jobs) and [`audit`] the validators' re-execution.
 //!
-//! Not here yet: ledger sync and voting, sharded pipelines, scoring.
+//! Sharded pipelines: [`shard`] serves layer ranges on `/mycel/shard/1.0.0` and moves automatic ranges
+//! ([`rebalance`]); [`pipeline`] is the client (route from [`route`], hop-by-hop relay, failover with
+//! replay, signed span commitments). Experts: [`experts`] is the pure federated-router core,
+//! [`federation`] runs it in the node (embedding model, centroid gossip, routing).
 
 pub mod audit;
 pub mod cache;
@@ -25,6 +29,8 @@ pub mod chat;
 pub mod config;
 pub mod devnet;
 pub mod error;
+pub mod experts;
+pub mod federation;
 pub mod heartbeat;
 pub mod http;
 pub mod infer_stream;
@@ -37,7 +43,11 @@ pub mod network;
 pub mod node;
 pub mod node_key;
 pub mod peers;
+pub mod pipeline;
+pub mod rebalance;
+pub mod route;
 pub mod scoring;
+pub mod shard;
 pub mod sim;
 pub mod wire;
 

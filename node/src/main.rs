@@ -1,13 +1,15 @@
 //! `mycel-node`: run a mycel node (`up`), set up its data dir (`init`) and manage models (`model`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mycel_identity::Did;
-use mycel_models::{Progress, Registry};
+use mycel_models::{ChatModel, Progress, Registry};
 use mycel_node::config::{self, CONFIG_FILE, Config, DEFAULT_CONFIG_TOML, TINY_MODEL_ID};
 use mycel_node::{RunningNode, StartOptions, models, node_key};
 
@@ -283,6 +285,45 @@ fn list(data_dir: &Path) -> Result<()> {
     }
 }
 
+/// Loads the layer ranges of `[serve] ranges`; an automatic one starts on the window
+/// [`mycel_node::rebalance::initial_window`] picks (the node moves later if the swarm needs it).
+async fn load_shards(
+    cfg: &Config,
+    key: &mycel_identity::Keypair,
+    cache: &Path,
+) -> Result<BTreeMap<String, Arc<ChatModel>>> {
+    let mut out = BTreeMap::new();
+    for spec in cfg.serve.specs()? {
+        let (from, to) = match spec.range {
+            Some(r) => r,
+            None => {
+                let n_layers = if spec.model == config::TINY_MODEL_ID {
+                    mycel_models::tiny::TINY_LAYERS
+                } else {
+                    Registry::load_default()?.get(&spec.model)?.layers
+                };
+                let params = mycel_node::rebalance::RebalanceParams::new(
+                    n_layers,
+                    cfg.serve.span,
+                    cfg.serve.replication,
+                )?;
+                mycel_node::rebalance::initial_window(&[], &params, key.peer_id())
+            }
+        };
+        println!(
+            "loading layers [{from}, {to}) of {} to serve to pipelines",
+            spec.model
+        );
+        let (id, dir) = (spec.model.clone(), cache.to_path_buf());
+        let shard = tokio::task::spawn_blocking(move || models::load_range(&id, from, to, &dir))
+            .await
+            .context("model loading task")?
+            .with_context(|| format!("cannot serve layers [{from}, {to}) of `{}`", spec.model))?;
+        out.insert(spec.model, Arc::new(shard));
+    }
+    Ok(out)
+}
+
 async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
     if !args.listen.is_empty() {
         cfg.listen = args.listen;
@@ -321,11 +362,14 @@ async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
     .await
     .context("model loading task")??;
 
+    let shards = load_shards(&cfg, &key, &config::models_dir(data_dir)).await?;
     let ledger = config::ledger_options(&cfg, data_dir)?;
     if let Some(c) = &mut cfg.consortium {
         c.resolve_paths(data_dir);
     }
     let running = RunningNode::start(StartOptions {
+        shards,
+        models_dir: Some(config::models_dir(data_dir)),
         key,
         config: cfg,
         models: loaded,

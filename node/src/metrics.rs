@@ -13,6 +13,10 @@
 //! | `mycel_inference_tokens_total` | counter | completion tokens of answers delivered here |
 //! | `mycel_inference_failovers_total` | counter | mid-answer switches to another provider |
 //! | `mycel_inference_cache_hits_total` | counter | requests answered from the response cache (no model ran) |
+//! | `mycel_pipeline_route_hops` | histogram | shard servers on the route of each pipeline session asked here |
+//! | `mycel_pipeline_failovers_total` | counter | pipeline hops replaced after their server failed |
+//! | `mycel_pipeline_span_disputes_total` | counter | replayed steps whose output contradicts a failed server's commitment |
+//! | `mycel_shard_layer_coverage{model,layer}` | gauge | live shard servers per layer, as this shard server sees them |
 //!
 //! libp2p's own swarm and protocol metrics (libp2p-metrics: connections, identify, Kademlia, ping,
 //! gossipsub) are in the same registry under the `libp2p_` prefix.
@@ -43,6 +47,8 @@ pub enum Route {
     Remote,
     /// Asked by a peer, ran here.
     Inbound,
+    /// Asked here, ran on a pipeline of shard servers.
+    Pipeline,
 }
 
 impl Route {
@@ -51,6 +57,7 @@ impl Route {
             Route::Local => "local",
             Route::Remote => "remote",
             Route::Inbound => "inbound",
+            Route::Pipeline => "pipeline",
         }
     }
 }
@@ -92,6 +99,13 @@ pub struct Metrics {
     pub failovers: Counter,
     /// Requests answered from the response cache.
     pub cache_hits: Counter,
+    /// Shard servers per pipeline route.
+    pub route_hops: Histogram,
+    /// Pipeline hops replaced after a failure.
+    pub pipeline_failovers: Counter,
+    /// Replayed steps contradicting a failed server's commitment.
+    pub span_disputes: Counter,
+    coverage: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -122,6 +136,32 @@ impl Metrics {
         let tokens = Counter::default();
         let failovers = Counter::default();
         let cache_hits = Counter::default();
+        let route_hops = Histogram::new(prometheus_client::metrics::histogram::linear_buckets(
+            1.0, 1.0, 8,
+        ));
+        let pipeline_failovers = Counter::default();
+        let span_disputes = Counter::default();
+        let coverage = Family::<Vec<(String, String)>, Gauge>::default();
+        reg.register(
+            "pipeline_route_hops",
+            "Shard servers on the route of each pipeline session asked here",
+            route_hops.clone(),
+        );
+        reg.register(
+            "pipeline_failovers",
+            "Pipeline hops replaced after their server failed",
+            pipeline_failovers.clone(),
+        );
+        reg.register(
+            "pipeline_span_disputes",
+            "Replayed steps whose output contradicts a failed server's commitment",
+            span_disputes.clone(),
+        );
+        reg.register(
+            "shard_layer_coverage",
+            "Live shard servers per layer, as seen here",
+            coverage.clone(),
+        );
         reg.register("peers", "Connected peers", peers.clone());
         reg.register(
             "peers_up",
@@ -193,6 +233,22 @@ impl Metrics {
             tokens,
             failovers,
             cache_hits,
+            route_hops,
+            pipeline_failovers,
+            span_disputes,
+            coverage,
+        }
+    }
+
+    /// Sets the live servers per layer of `model`.
+    pub fn set_coverage(&self, model: &str, per_layer: &[u32]) {
+        for (layer, n) in per_layer.iter().enumerate() {
+            self.coverage
+                .get_or_create(&vec![
+                    ("model".to_string(), model.to_string()),
+                    ("layer".to_string(), layer.to_string()),
+                ])
+                .set(i64::from(*n));
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use mycel_models::{ChatModel, LoadOptions, Progress, Registry, VerifiedModel, tiny};
+use mycel_models::{ChatFrontend, ChatModel, LoadOptions, Progress, Registry, VerifiedModel, tiny};
 
 use crate::config::TINY_MODEL_ID;
 use crate::error::{NodeError, Result};
@@ -44,6 +44,38 @@ pub fn load(id: &str, cache_dir: &Path, progress: impl FnMut(Progress)) -> Resul
     }
     let verified = pull(id, cache_dir, None, progress)?;
     Ok(ChatModel::load(&verified, &LoadOptions::default())?)
+}
+
+/// Loads layers `[from, to)` of a model (for serving a shard); `tiny` is built in code. Blocking.
+pub fn load_range(id: &str, from: u32, to: u32, cache_dir: &Path) -> Result<ChatModel> {
+    let opts = LoadOptions {
+        range: Some((from, to)),
+        ..LoadOptions::default()
+    };
+    if id == TINY_MODEL_ID {
+        return Ok(tiny::tiny_model(TINY_SEED, &opts)?);
+    }
+    let verified = pull(id, cache_dir, None, |_| {})?;
+    Ok(ChatModel::load(&verified, &opts)?)
+}
+
+/// The tokenizer, template and hyper-parameters of a model whose file is in the cache (read from
+/// its metadata; the weights are not loaded). Never downloads. Blocking.
+pub fn frontend(id: &str, cache_dir: &Path) -> Result<ChatFrontend> {
+    if id == TINY_MODEL_ID {
+        return Ok(tiny::tiny_model(TINY_SEED, &LoadOptions::default())?
+            .frontend()
+            .clone());
+    }
+    let registry = Registry::load_default()?;
+    let entry = registry.get(id)?;
+    let verified = mycel_models::verify_cached(entry, cache_dir)?.ok_or_else(|| {
+        NodeError::Config(format!(
+            "a pipeline client needs the tokenizer in `{id}`'s file, which is not in the cache \
+             here: run `mycel-node model pull {id}`"
+        ))
+    })?;
+    Ok(ChatFrontend::load(&verified)?)
 }
 
 /// Loads every model in `ids` (duplicates ignored). Blocking.

@@ -87,6 +87,9 @@ pub struct NetworkConfig {
     pub audit: Option<mpsc::Sender<AuditInbound>>,
     /// Consortium mode: admit only members ([`crate::membership`]). None: an open network.
     pub consortium: Option<Arc<membership::Consortium>>,
+    /// The expert router's inbox and its embedding dimension (none: centroid gossip is not
+    /// subscribed). Verified updates are `try_send`ed; a full inbox drops them.
+    pub centroids: Option<(usize, mpsc::Sender<crate::federation::Inbound>)>,
 }
 
 /// What the node knows about a connected peer.
@@ -98,6 +101,8 @@ pub struct PeerSnapshot {
     pub addrs: Vec<Multiaddr>,
     /// Models from its latest verified heartbeat.
     pub models: Vec<String>,
+    /// Layer ranges from its latest verified heartbeat.
+    pub shards: Vec<crate::heartbeat::ShardAd>,
     /// Last ping round trip.
     pub rtt: Option<Duration>,
     /// Identify agent string.
@@ -167,6 +172,10 @@ enum Command {
         scores: Vec<(PeerId, f64)>,
     },
     Withdraw,
+    Provide {
+        key: Vec<u8>,
+        on: bool,
+    },
     Revoke {
         revocation: Box<mycel_identity::revocation::Revocation>,
         reply: oneshot::Sender<std::result::Result<bool, String>>,
@@ -343,6 +352,11 @@ impl NetworkHandle {
     /// Withdraws this node's provider records from the DHT (at shutdown).
     pub async fn withdraw_records(&self) -> Result<()> {
         self.send(Command::Withdraw).await
+    }
+
+    /// Starts (`on`) or stops announcing this node as a provider of a DHT key.
+    pub async fn provide(&self, key: Vec<u8>, on: bool) -> Result<()> {
+        self.send(Command::Provide { key, on }).await
     }
 
     /// Sets gossipsub's application-specific scores (P5) of peers (specs/scoring.md §6).
@@ -553,6 +567,13 @@ pub fn start(
             .subscribe(&IdentTopic::new(membership::MEMBERSHIP_TOPIC))
             .map_err(|e| net_err(&e))?;
     }
+    if cfg.centroids.is_some() {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(crate::experts::CENTROID_TOPIC))
+            .map_err(|e| net_err(&e))?;
+    }
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
@@ -563,6 +584,15 @@ pub fn start(
             .behaviour_mut()
             .kad
             .start_providing(kad::RecordKey::new(&wire::model_key(&model)))
+            .map_err(|e| net_err(&e))?;
+    }
+    for ad in host.shard_ads() {
+        swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(kad::RecordKey::new(&wire::shard_key(
+                &ad.model, ad.from, ad.to,
+            )))
             .map_err(|e| net_err(&e))?;
     }
     for addr in &cfg.bootstrap {
@@ -589,6 +619,16 @@ pub fn start(
         cfg.ledger_handle.clone(),
         admitted.clone(),
     ));
+    let shard_incoming = control
+        .clone()
+        .accept(crate::shard::protocol())
+        .map_err(|e| net_err(&e))?;
+    let shard_server = tokio::spawn(crate::shard::serve(
+        shard_incoming,
+        host.clone(),
+        key.clone(),
+        admitted.clone(),
+    ));
     let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (listen_tx, listen_rx) = watch::channel(Vec::new());
     let (answer_tx, answer_rx) = mpsc::channel(ANSWER_CHANNEL_CAPACITY);
@@ -613,6 +653,7 @@ pub fn start(
         listen_tx,
         answer_tx,
         stream_server,
+        shard_server,
         gate,
     };
     let task = tokio::spawn(actor.run(rx, answer_rx));
@@ -781,6 +822,7 @@ struct Actor {
     listen_tx: watch::Sender<Vec<Multiaddr>>,
     answer_tx: mpsc::Sender<InboundAnswer>,
     stream_server: tokio::task::JoinHandle<()>,
+    shard_server: tokio::task::JoinHandle<()>,
     /// Consortium mode: who proved membership (None: open network, everyone is admitted).
     gate: Option<Gatekeeper>,
 }
@@ -816,6 +858,7 @@ impl Actor {
         };
         // Dropping the swarm closes every connection and listener before the shutdown is acknowledged.
         self.stream_server.abort();
+        self.shard_server.abort();
         drop(self);
         if let Some(done) = ack {
             let _ = done.send(());
@@ -861,6 +904,7 @@ impl Actor {
                         peer_id: *p,
                         addrs: s.addrs.clone(),
                         models: s.models.clone(),
+                        shards: s.shards.clone(),
                         rtt: s.rtt,
                         agent: s.agent.clone(),
                         up: self.peers.is_up(p, now),
@@ -958,6 +1002,24 @@ impl Actor {
                         .kad
                         .stop_providing(&kad::RecordKey::new(&wire::model_key(&model)));
                 }
+                for ad in self.host.shard_ads() {
+                    let key = wire::shard_key(&ad.model, ad.from, ad.to);
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .stop_providing(&kad::RecordKey::new(&key));
+                }
+            }
+            Command::Provide { key, on } => {
+                let key = kad::RecordKey::new(&key);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                if on {
+                    if let Err(e) = kad.start_providing(key) {
+                        tracing::warn!(error = %e, "cannot announce a DHT key");
+                    }
+                } else {
+                    kad.stop_providing(&key);
+                }
             }
             Command::AppScores { scores } => {
                 let g = &mut self.swarm.behaviour_mut().gossipsub;
@@ -979,6 +1041,7 @@ impl Actor {
             models: self.host.model_ids(),
             load: u32::try_from(self.host.load()).unwrap_or(u32::MAX),
             seq: self.heartbeat_seq,
+            shards: self.host.shard_ads(),
         };
         let bytes = hb.sign(&self.key);
         match self
@@ -1130,6 +1193,11 @@ impl Actor {
             self.report(&id, &via, Ignore);
             return;
         }
+        if topic == crate::experts::CENTROID_TOPIC {
+            let verdict = self.on_centroid_update(&message);
+            self.report(&id, &via, verdict);
+            return;
+        }
         let inbound = match topic {
             ledger_wire::BLOCKS_TOPIC => LedgerInbound::Block {
                 data: message.data,
@@ -1172,6 +1240,29 @@ impl Actor {
     }
 
     /// Checks a heartbeat and records it; the verdict decides whether gossipsub forwards it.
+    /// A federated-router update: verified here (signer = source), then handed to the router.
+    fn on_centroid_update(&mut self, message: &gossipsub::Message) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let (Some((dim, inbox)), Some(source)) = (&self.cfg.centroids, message.source) else {
+            return Ignore;
+        };
+        match crate::experts::CentroidUpdate::verify(&message.data, &source, *dim) {
+            Ok(update) => {
+                self.cfg.metrics.gossip(true);
+                if inbox.try_send((source, update)).is_ok() {
+                    Accept
+                } else {
+                    Ignore
+                }
+            }
+            Err(e) => {
+                self.cfg.metrics.gossip(false);
+                tracing::debug!(%source, error = %e, "dropped an invalid centroid update");
+                Reject
+            }
+        }
+    }
+
     fn on_heartbeat(&mut self, message: &gossipsub::Message) -> gossipsub::MessageAcceptance {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         let Some(source) = message.source else {

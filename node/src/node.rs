@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use mycel_identity::{Did, Keypair};
-use mycel_models::ChatModel;
+use mycel_models::{ChatFrontend, ChatModel};
 use mycel_rpc_api::{ModelInfo, NodeInfo, PeerInfo};
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,6 +23,16 @@ use crate::ledger::{LedgerHandle, LedgerOptions, LedgerService};
 use crate::metrics::{Metrics, Route};
 use crate::network::{self, NetworkConfig, NetworkHandle};
 use crate::wire::{InferErrorCode, InferResponse, PROVIDER_LOOKUP_TIMEOUT};
+
+/// Suffix of a model name that asks for a sharded pipeline (`smollm2-135m-instruct@sharded`).
+pub const SHARDED_SUFFIX: &str = "@sharded";
+/// The model name that sends a query to the expert of the nearest domain (or, with an ensemble
+/// size, to several experts).
+pub const EXPERTS_MODEL: &str = "experts";
+/// Most experts one ensemble request asks.
+pub const MAX_ENSEMBLE: usize = 8;
+/// Model frontends (tokenizer, template) a pipeline client keeps loaded.
+const MAX_FRONTENDS: usize = 16;
 
 /// Providers tried, one after another, before a remote request fails.
 pub const MAX_REMOTE_ATTEMPTS: usize = 3;
@@ -51,6 +61,11 @@ pub struct StartOptions {
     pub info_file: Option<PathBuf>,
     /// The ledger to keep (none: this node keeps no ledger and refuses ledger requests).
     pub ledger: Option<LedgerOptions>,
+    /// Layer ranges to serve to pipelines: models loaded with a range, by id.
+    pub shards: BTreeMap<String, Arc<ChatModel>>,
+    /// The models cache, where a pipeline client reads a model's tokenizer and where rebalancing
+    /// loads other layer ranges (none: only models loaded here and `tiny` can be used that way).
+    pub models_dir: Option<PathBuf>,
 }
 
 /// A chat answer in progress and who serves it.
@@ -70,6 +85,8 @@ pub struct ChatStream {
     pub model: String,
     /// Deltas, then `Done` or `Failed`.
     pub events: mpsc::Receiver<ChatEvent>,
+    /// How an expert or ensemble request was routed (the `mycel.routing` field of answers).
+    pub routing: Option<serde_json::Value>,
 }
 
 struct Inner {
@@ -85,6 +102,9 @@ struct Inner {
     rpc_token: Option<String>,
     jobs: Arc<crate::jobs::JobRegistry>,
     cache: Arc<crate::cache::ResponseCache>,
+    models_dir: Option<PathBuf>,
+    frontends: std::sync::Mutex<BTreeMap<String, Arc<ChatFrontend>>>,
+    federation: Option<Arc<crate::federation::Federation>>,
 }
 
 /// Cloneable handle to a running node, used by the HTTP and RPC layers.
@@ -208,12 +228,32 @@ impl Node {
             e.0 = true;
             e.1.insert(self.inner.did.to_string());
         }
-        for p in self.inner.net.peers().await? {
+        let peers = self.inner.net.peers().await?;
+        for p in &peers {
             let Ok(did) = Did::from_peer_id(&p.peer_id) else {
                 continue;
             };
-            for m in p.models {
-                map.entry(m).or_default().1.insert(did.to_string());
+            for m in &p.models {
+                map.entry(m.clone()).or_default().1.insert(did.to_string());
+            }
+        }
+        // A sharded model is listed as `<id>@sharded` once the known ranges chain from layer 0 to
+        // the highest one announced.
+        let sharded: BTreeSet<&String> = peers
+            .iter()
+            .filter(|p| p.up)
+            .flat_map(|p| p.shards.iter().map(|s| &s.model))
+            .collect();
+        for model in sharded {
+            let offers = crate::pipeline::offers_from(&peers, model);
+            let top = offers.iter().map(|o| o.to).max().unwrap_or(0);
+            if let Some(route) = crate::route::plan(&offers, 0, top, &[]) {
+                let e = map.entry(format!("{model}{SHARDED_SUFFIX}")).or_default();
+                for hop in route {
+                    if let Ok(did) = Did::from_peer_id(&hop.peer) {
+                        e.1.insert(did.to_string());
+                    }
+                }
             }
         }
         Ok(map
@@ -258,7 +298,11 @@ impl Node {
     /// (`served_by` names the first provider).
     pub async fn chat(&self, mut job: ChatJob) -> Result<ChatStream> {
         let id = self.next_completion_id();
-        let key = self.inner.cache.key(&job);
+        // An ensemble's answer depends on which experts are up: never cached.
+        let key = match job.ensemble {
+            Some(_) => None,
+            None => self.inner.cache.key(&job),
+        };
         if let Some(hit) = key.and_then(|k| self.inner.cache.get(&k)) {
             self.inner.metrics.cache_hits.inc();
             return Ok(self.inner.jobs.replay(id, job.model, &hit));
@@ -282,9 +326,21 @@ impl Node {
         self.inner.jobs.get(id)
     }
 
-    /// Routes job `id` (see [`Node::chat`]).
+    /// Routes job `id` (see [`Node::chat`]). A model name ending in [`SHARDED_SUFFIX`] goes to a
+    /// pipeline of shard servers; a plain one to a local or remote replica, else to a pipeline when
+    /// shard servers cover the model.
     async fn route(&self, id: String, job: ChatJob) -> Result<ChatStream> {
         let started = Instant::now();
+        if job.model == EXPERTS_MODEL {
+            return match job.ensemble {
+                Some(k) => self.ensemble_chat(id, job, k).await,
+                None => Box::pin(self.expert_chat(id, job)).await,
+            };
+        }
+        if let Some(base) = job.model.strip_suffix(SHARDED_SUFFIX) {
+            let base = base.to_string();
+            return self.pipeline_chat(id, job, base, started).await;
+        }
         if self.inner.host.serves(&job.model) {
             self.inner.metrics.request(Route::Local);
             let model = job.model.clone();
@@ -299,6 +355,7 @@ impl Node {
             tokio::spawn(observe(self.clone(), events, tx, started));
             return Ok(ChatStream {
                 id,
+                routing: None,
                 cached: false,
                 served_by: self.inner.did,
                 served_by_peer: self.inner.peer_id,
@@ -311,6 +368,14 @@ impl Node {
         let mut tried = Vec::new();
         let (peer, did, events) = match self.open_remote(&job, &mut tried).await {
             Ok(opened) => opened,
+            Err(NodeError::ModelNotFound(_))
+                if !crate::pipeline::offers(&self.inner.net, &job.model)
+                    .await
+                    .is_empty() =>
+            {
+                let base = job.model.clone();
+                return self.pipeline_chat(id, job, base, started).await;
+            }
             Err(e) => {
                 self.inner.metrics.failures.inc();
                 return Err(e);
@@ -321,6 +386,7 @@ impl Node {
         tokio::spawn(relay(self.clone(), job, events, tried, tx, started));
         Ok(ChatStream {
             id,
+            routing: None,
             cached: false,
             served_by: did,
             served_by_peer: peer,
@@ -328,6 +394,388 @@ impl Node {
             model,
             events: rx,
         })
+    }
+
+    /// The expert router, or an error naming the config it needs.
+    fn router(&self) -> Result<Arc<crate::federation::Federation>> {
+        self.inner.federation.clone().ok_or_else(|| {
+            NodeError::ModelNotFound(format!(
+                "{EXPERTS_MODEL} (this node runs no expert router: add a [router] section to its \
+                 config)"
+            ))
+        })
+    }
+
+    /// Where the model `experts` would send `query` (`mycel_route`).
+    pub async fn route_query(&self, query: String) -> Result<mycel_rpc_api::RouteInfo> {
+        if query.is_empty() || query.len() > crate::chat::MAX_PROMPT_BYTES {
+            return Err(NodeError::InvalidRequest(format!(
+                "a query is 1..={} bytes",
+                crate::chat::MAX_PROMPT_BYTES
+            )));
+        }
+        let router = self.router()?;
+        let choice = tokio::task::spawn_blocking(move || router.route(&query))
+            .await
+            .map_err(|e| NodeError::Inference(e.to_string()))??;
+        let expert = choice
+            .as_ref()
+            .map(|c| format!("{}{}", crate::chat::EXPERT_PREFIX, c.domain));
+        let served = match &expert {
+            Some(e) => self.models().await?.iter().any(|m| &m.id == e),
+            None => false,
+        };
+        Ok(mycel_rpc_api::RouteInfo {
+            domain: choice.as_ref().map(|c| c.domain.to_string()),
+            similarity: choice.as_ref().map(|c| c.similarity),
+            runner_up: choice
+                .as_ref()
+                .and_then(|c| c.runner_up.as_ref().map(|d| d.to_string())),
+            expert,
+            served,
+        })
+    }
+
+    /// The expert router's state (`mycel_router`).
+    pub async fn router_info(&self) -> Result<mycel_rpc_api::RouterInfo> {
+        let router = self.router()?;
+        let s = tokio::task::spawn_blocking(move || router.status())
+            .await
+            .map_err(|e| NodeError::Inference(e.to_string()))?;
+        Ok(mycel_rpc_api::RouterInfo {
+            domains: s
+                .domains
+                .into_iter()
+                .map(|(domain, n)| mycel_rpc_api::RouterDomain {
+                    domain,
+                    updates: u32::try_from(n).unwrap_or(u32::MAX),
+                })
+                .collect(),
+            rejected: s
+                .rejected
+                .into_iter()
+                .map(|(peer, domain, rule)| mycel_rpc_api::RejectedUpdate { peer, domain, rule })
+                .collect(),
+            rounds: s.rounds,
+            epsilon: s.spent.map(|b| b.0),
+            delta: s.spent.map(|b| b.1),
+        })
+    }
+
+    /// Sends job `id` to the expert of the domain nearest to its last user message; when no domain
+    /// is similar enough, or no node serves that expert, to the default model.
+    async fn expert_chat(&self, id: String, mut job: ChatJob) -> Result<ChatStream> {
+        let router = self.router()?;
+        let query = last_user_text(&job)?;
+        let choice = tokio::task::spawn_blocking(move || router.route(&query))
+            .await
+            .map_err(|e| NodeError::Inference(e.to_string()))??;
+        let expert = choice
+            .as_ref()
+            .map(|c| format!("{}{}", crate::chat::EXPERT_PREFIX, c.domain));
+        let served = match &expert {
+            Some(e) => self.models().await?.iter().any(|m| &m.id == e),
+            None => false,
+        };
+        let routing = serde_json::json!({
+            "expert": choice.as_ref().map(|c| serde_json::json!({
+                "domain": c.domain.as_str(),
+                "similarity": c.similarity,
+                "runner_up": c.runner_up.as_ref().map(|d| d.as_str()),
+                "served": served,
+            })),
+        });
+        job.model = match expert {
+            Some(e) if served => e,
+            _ => self.default_model(),
+        };
+        let mut stream = self.route(id, job).await?;
+        stream.routing = Some(routing);
+        Ok(stream)
+    }
+
+    /// Asks the experts of the `k` nearest domains that some node serves, in parallel, and answers
+    /// with the consensus: the answer whose embedding the others agree with most, weighted by their
+    /// servers' reputations ([`crate::experts::medoid`]). The routing field lists every expert and
+    /// whether it agreed.
+    async fn ensemble_chat(&self, id: String, job: ChatJob, k: usize) -> Result<ChatStream> {
+        let router = self.router()?;
+        let k = k.clamp(1, MAX_ENSEMBLE);
+        let query = last_user_text(&job)?;
+        let r = router.clone();
+        let ranked = tokio::task::spawn_blocking(move || r.rank(&query))
+            .await
+            .map_err(|e| NodeError::Inference(e.to_string()))??;
+        let served: BTreeSet<String> = self.models().await?.into_iter().map(|m| m.id).collect();
+        let picks: Vec<(String, f32)> = ranked
+            .into_iter()
+            .map(|(d, sim)| (format!("{}{d}", crate::chat::EXPERT_PREFIX), sim))
+            .filter(|(e, _)| served.contains(e))
+            .take(k)
+            .collect();
+        if picks.is_empty() {
+            return Err(NodeError::ModelNotFound(format!(
+                "{EXPERTS_MODEL} (no node serves an expert for a known domain)"
+            )));
+        }
+        let asks = picks.iter().map(|(expert, _)| {
+            let mut one = job.clone();
+            one.model = expert.clone();
+            one.ensemble = None;
+            one.request_id = None;
+            async move {
+                let stream = self.chat(one).await?;
+                let (did, peer) = (stream.served_by, stream.served_by_peer);
+                let answer = crate::chat::collect(stream.events).await?;
+                Ok::<_, NodeError>((did, peer, answer))
+            }
+        });
+        let results = futures::future::join_all(asks).await;
+        let mut answers = Vec::new();
+        let mut experts = Vec::new();
+        for ((expert, sim), r) in picks.iter().zip(results) {
+            match r {
+                Ok((did, peer, a)) => answers.push((expert.clone(), *sim, did, peer, a)),
+                Err(e) => experts.push(serde_json::json!({
+                    "expert": expert, "similarity": sim, "error": e.to_string(),
+                })),
+            }
+        }
+        if answers.is_empty() {
+            return Err(NodeError::UpstreamFailed {
+                model: EXPERTS_MODEL.into(),
+                reasons: "every expert of the ensemble failed".into(),
+            });
+        }
+        let texts: Vec<String> = answers.iter().map(|a| a.4.text.clone()).collect();
+        let embeddings = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            router.embed(&refs)
+        })
+        .await
+        .map_err(|e| NodeError::Inference(e.to_string()))??;
+        let mut reputations = Vec::with_capacity(answers.len());
+        for a in &answers {
+            reputations.push(self.reputation(&a.3).await);
+        }
+        let consensus = crate::experts::medoid(&embeddings, &reputations).ok_or_else(|| {
+            NodeError::Inference("the answers' embeddings could not be compared".into())
+        })?;
+        for (i, (expert, sim, did, _, _)) in answers.iter().enumerate() {
+            experts.push(serde_json::json!({
+                "expert": expert,
+                "similarity": sim,
+                "served_by": did.to_string(),
+                "reputation": reputations[i],
+                "agreed": consensus.agreeing.contains(&i),
+                "chosen": i == consensus.chosen,
+            }));
+        }
+        let (expert, _, did, peer, answer) = answers.swap_remove(consensus.chosen);
+        let (tx, events) = mpsc::channel(2);
+        if !answer.text.is_empty() {
+            let _ = tx.try_send(ChatEvent::Delta(answer.text.clone()));
+        }
+        let _ = tx.try_send(ChatEvent::Done(answer));
+        Ok(ChatStream {
+            id,
+            routing: Some(serde_json::json!({
+                "ensemble": {
+                    "k": k,
+                    "chosen": expert,
+                    "agreement": consensus.score,
+                    "experts": experts,
+                },
+            })),
+            cached: false,
+            served_by: did,
+            served_by_peer: peer,
+            remote: peer != self.inner.peer_id,
+            model: job.model,
+            events,
+        })
+    }
+
+    /// Answers job `id` on a pipeline of shard servers covering `model` (specs/models.md, "Sharded
+    /// serving"): this node tokenizes, samples and streams; the layers run along the route.
+    async fn pipeline_chat(
+        &self,
+        id: String,
+        job: ChatJob,
+        model: String,
+        started: Instant,
+    ) -> Result<ChatStream> {
+        use mycel_models::llama::DEFAULT_MAX_CONTEXT;
+        self.inner.metrics.request(Route::Pipeline);
+        let fail = |e: NodeError| {
+            self.inner.metrics.failures.inc();
+            e
+        };
+        let front = self.frontend(&model).await.map_err(fail)?;
+        let cfg = front.config().clone();
+        let prompt = front
+            .encode_chat(&job.messages)
+            .map_err(|e| fail(e.into()))?;
+        let limit = DEFAULT_MAX_CONTEXT.min(cfg.context_length.max(1));
+        let pipeline = crate::pipeline::Pipeline::open(
+            self.inner.net.clone(),
+            &model,
+            cfg.n_layer,
+            cfg.vocab_size,
+        )
+        .await
+        .map_err(fail)?;
+        let route = pipeline.route();
+        self.inner.metrics.route_hops.observe(route.len() as f64);
+        let first = route.first().map_or(self.inner.peer_id, |h| h.peer);
+        let (tok_tx, tok_rx) = mpsc::channel(mycel_models::TOKEN_CHANNEL_CAPACITY);
+        let rt = tokio::runtime::Handle::current();
+        let params = job.params.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut pipeline = pipeline;
+            let r = front.generate_with(&prompt, 0, limit, &params, &tok_tx, |ids| {
+                rt.block_on(pipeline.feed(ids))
+                    .map_err(|e| mycel_models::ModelsError::Stage(e.to_string()))
+            });
+            (pipeline, r)
+        });
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let node = self.clone();
+        let job_id = id.clone();
+        tokio::spawn(async move {
+            let generation = async {
+                let (pipeline, r) = handle.await.map_err(|e| e.to_string())?;
+                node.record_pipeline(&job_id, &pipeline);
+                pipeline.close().await;
+                r.map_err(|e| e.to_string())
+            };
+            let no_delay = AtomicU64::new(0);
+            let event =
+                crate::chat::relay_tokens(tok_rx, generation, job.stop, &ev_tx, &no_delay, None)
+                    .await;
+            let _ = ev_tx.send(event).await;
+        });
+        let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        tokio::spawn(observe(self.clone(), ev_rx, tx, started));
+        Ok(ChatStream {
+            id,
+            routing: None,
+            cached: false,
+            served_by: Did::from_peer_id(&first).unwrap_or(self.inner.did),
+            served_by_peer: first,
+            remote: true,
+            model: job.model,
+            events: rx,
+        })
+    }
+
+    /// Puts a finished pipeline's route and counters into metrics and the job's status.
+    fn record_pipeline(&self, id: &str, p: &crate::pipeline::Pipeline) {
+        let s = p.stats();
+        let m = &self.inner.metrics;
+        m.pipeline_failovers.inc_by(u64::from(s.failovers));
+        m.span_disputes.inc_by(u64::from(s.disputed));
+        let route = p
+            .route()
+            .iter()
+            .map(|h| mycel_rpc_api::PipelineHop {
+                did: Did::from_peer_id(&h.peer)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                from: h.from,
+                to: h.to,
+            })
+            .collect();
+        self.inner.jobs.pipeline(
+            id,
+            mycel_rpc_api::PipelineStatus {
+                route,
+                failovers: s.failovers,
+                disputed: s.disputed,
+                spans: s.spans,
+            },
+        );
+    }
+
+    /// Tokenizer, template and hyper-parameters of `model`: from a model or shard loaded here, else
+    /// read from its file in the models cache.
+    async fn frontend(&self, model: &str) -> Result<Arc<ChatFrontend>> {
+        let cached = |f: &std::sync::Mutex<BTreeMap<String, Arc<ChatFrontend>>>| {
+            f.lock().ok().and_then(|m| m.get(model).cloned())
+        };
+        if let Some(f) = cached(&self.inner.frontends) {
+            return Ok(f);
+        }
+        let host = &self.inner.host;
+        let front = match host.model(model).or_else(|| host.shard(model)) {
+            Some(m) => m.frontend().clone(),
+            None => {
+                let dir = self.inner.models_dir.clone().unwrap_or_default();
+                let id = model.to_string();
+                tokio::task::spawn_blocking(move || crate::models::frontend(&id, &dir))
+                    .await
+                    .map_err(|e| NodeError::Inference(e.to_string()))??
+            }
+        };
+        let front = Arc::new(front);
+        if let Ok(mut m) = self.inner.frontends.lock()
+            && m.len() < MAX_FRONTENDS
+        {
+            m.insert(model.to_string(), front.clone());
+        }
+        Ok(front)
+    }
+
+    /// Serves layers of `model` to pipelines from now on (replacing the range held before, whose
+    /// DHT announcement is withdrawn).
+    pub async fn serve_shard(&self, model: &str, shard: Arc<ChatModel>) -> Result<()> {
+        let r = shard.layer_range();
+        if let Some(old) = self.inner.host.shard(model) {
+            let o = old.layer_range();
+            let key = crate::wire::shard_key(model, o.start(), o.end());
+            self.inner.net.provide(key, false).await?;
+        }
+        self.inner.host.set_shard(model, shard);
+        let key = crate::wire::shard_key(model, r.start(), r.end());
+        self.inner.net.provide(key, true).await
+    }
+
+    /// A peer's ledger reputation in [0, 1] (1 for every peer without a ledger to tell).
+    pub async fn reputation(&self, peer: &PeerId) -> f64 {
+        let Some(ledger) = &self.inner.ledger else {
+            return 1.0;
+        };
+        let Ok(did) = Did::from_peer_id(peer) else {
+            return 0.0;
+        };
+        let account = mycel_ledger::AccountId(*did.public_key().as_bytes());
+        match ledger.standing(vec![account]).await {
+            Ok(s) => s.first().map_or(0.0, |s| s.reputation.value()),
+            Err(_) => 0.0,
+        }
+    }
+
+    /// The expert router, when the config has a `[router]` section.
+    pub fn federation(&self) -> Option<&Arc<crate::federation::Federation>> {
+        self.inner.federation.as_ref()
+    }
+
+    /// The models cache (empty when the node was started without one).
+    pub fn models_dir(&self) -> PathBuf {
+        self.inner.models_dir.clone().unwrap_or_default()
+    }
+
+    /// Pipeline sessions open on this node's shards.
+    pub fn shard_sessions(&self) -> usize {
+        self.inner.host.shard_sessions()
+    }
+
+    /// The layer range of `model` this node serves to pipelines.
+    pub fn shard(&self, model: &str) -> Option<(u32, u32)> {
+        self.inner
+            .host
+            .shard(model)
+            .map(|m| (m.layer_range().start(), m.layer_range().end()))
     }
 
     /// Orders providers by the routing score (specs/scoring.md): repeated randomized picks weighted by
@@ -555,6 +1003,41 @@ impl Node {
     }
 }
 
+/// The text of the last user message (what expert routing embeds).
+fn last_user_text(job: &ChatJob) -> Result<String> {
+    job.messages
+        .iter()
+        .rev()
+        .find(|m| m.role == mycel_models::Role::User)
+        .map(|m| m.content.clone())
+        .ok_or_else(|| {
+            NodeError::InvalidRequest("expert routing needs a user message to route on".into())
+        })
+}
+
+/// Loads the router's embedding model and local examples (blocking work on the blocking pool).
+async fn start_federation(
+    cfg: crate::config::RouterConfig,
+    models_dir: Option<PathBuf>,
+) -> Result<crate::federation::Federation> {
+    let dir = models_dir.ok_or_else(|| {
+        NodeError::Config("the expert router needs a models cache for its embedding model".into())
+    })?;
+    tokio::task::spawn_blocking(move || {
+        let verified = crate::models::pull(&cfg.embedding_model, &dir, None, |_| {})?;
+        let embedder = Arc::new(mycel_models::EmbeddingModel::load(&verified)?);
+        let examples = match &cfg.examples {
+            Some(p) => crate::federation::Federation::read_examples(p)?,
+            None => BTreeMap::new(),
+        };
+        let dp = crate::experts::DpParams::new(cfg.epsilon, cfg.delta)
+            .map_err(|e| NodeError::Config(format!("router: {e}")))?;
+        crate::federation::Federation::new(embedder, &examples, dp, cfg.noise)
+    })
+    .await
+    .map_err(|e| NodeError::Config(format!("loading the expert router: {e}")))?
+}
+
 /// Forwards a local job's events, recording latency, tokens and failures.
 async fn observe(
     node: Node,
@@ -753,6 +1236,25 @@ impl RunningNode {
         let did = Did::from_public_key(opts.key.public());
         let peer_id = opts.key.peer_id();
         let host = Arc::new(ModelHost::new(opts.models, cfg.max_concurrent_generations));
+        for (id, shard) in opts.shards {
+            host.set_shard(&id, shard);
+        }
+        for e in &cfg.serve.experts {
+            host.add_expert(
+                &e.domain,
+                crate::chat::Expert {
+                    base: e.model.clone(),
+                    system_prompt: e.system_prompt.clone(),
+                },
+            )?;
+        }
+        let federation = match &cfg.router {
+            Some(r) => Some(Arc::new(
+                start_federation(r.clone(), opts.models_dir.clone()).await?,
+            )),
+            None => None,
+        };
+        let (centroid_tx, centroid_rx) = mpsc::channel(crate::federation::INBOX_CAPACITY);
         let listen = cfg.listen_addrs()?;
         let infer_timeout = Duration::from_secs(cfg.infer_timeout_secs);
         let metrics = Arc::new(Metrics::new());
@@ -782,6 +1284,7 @@ impl RunningNode {
                 ledger_handle: ledger_slot.clone(),
                 audit: judges.then_some(audit_tx),
                 consortium,
+                centroids: federation.as_ref().map(|f| (f.dim(), centroid_tx.clone())),
             },
             host.clone(),
         )?;
@@ -837,8 +1340,41 @@ impl RunningNode {
                     cfg.response_cache_entries,
                     crate::cache::CACHE_BYTE_BUDGET,
                 )),
+                models_dir: opts.models_dir,
+                frontends: Default::default(),
+                federation: federation.clone(),
             }),
         };
+        drop(centroid_tx);
+        if let (Some(f), Some(r)) = (federation, &cfg.router) {
+            tokio::spawn(crate::federation::run(
+                f,
+                node.clone(),
+                opts.key.clone(),
+                centroid_rx,
+                Duration::from_secs(r.update_interval_secs),
+            ));
+        }
+        for spec in cfg.serve.specs()? {
+            let Some(shard) = node.inner.host.shard(&spec.model) else {
+                continue;
+            };
+            if spec.range.is_none() {
+                let n_layers = shard.config().n_layer;
+                let params = crate::rebalance::RebalanceParams::new(
+                    n_layers,
+                    cfg.serve.span,
+                    cfg.serve.replication,
+                )?;
+                tokio::spawn(crate::shard::rebalance(
+                    node.clone(),
+                    spec.model,
+                    n_layers,
+                    params,
+                    Duration::from_secs(cfg.heartbeat_interval_secs),
+                ));
+            }
+        }
         let (http_stop, stop_rx) = oneshot::channel();
         let app = crate::http::router(node.clone())?;
         let http_task = tokio::spawn(async move {

@@ -33,6 +33,8 @@ pub struct PeerEntry {
     pub addrs: Vec<Multiaddr>,
     /// Models from its latest accepted heartbeat.
     pub models: Vec<String>,
+    /// Layer ranges from its latest accepted heartbeat.
+    pub shards: Vec<crate::heartbeat::ShardAd>,
     /// Queue depth from its latest accepted heartbeat.
     pub load: u32,
     /// Sequence number of its latest accepted heartbeat.
@@ -175,6 +177,7 @@ impl PeerTable {
         }
         entry.heartbeat_seq = hb.seq;
         entry.models = hb.models;
+        entry.shards = hb.shards;
         entry.load = hb.load;
         entry.last_heartbeat = Some(now);
         true
@@ -258,6 +261,7 @@ mod tests {
             models: vec!["tiny".into()],
             load,
             seq,
+            shards: Vec::new(),
         }
     }
 

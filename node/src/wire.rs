@@ -37,6 +37,14 @@ pub const STREAM_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a DHT provider lookup may take.
 pub const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Prefix of the DHT provider key of a layer range: `shard/<id>/<from>-<to>`.
+pub const SHARD_KEY_PREFIX: &str = "shard/";
+
+/// DHT key under which servers of layers `[from, to)` of `model` are recorded.
+pub fn shard_key(model: &str, from: u32, to: u32) -> Vec<u8> {
+    format!("{SHARD_KEY_PREFIX}{model}/{from}-{to}").into_bytes()
+}
+
 /// DHT key under which providers of `model` are recorded.
 pub fn model_key(model: &str) -> Vec<u8> {
     format!("{MODEL_KEY_PREFIX}{model}").into_bytes()

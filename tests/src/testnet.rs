@@ -441,6 +441,8 @@ impl TestNet {
             models.insert(TINY_MODEL_ID.to_string(), self.tiny.clone());
         }
         let opts = StartOptions {
+            shards: Default::default(),
+            models_dir: None,
             key,
             config,
             models,

@@ -127,6 +127,8 @@ fn genesis(nodes: &[Keypair]) -> Genesis {
 
 async fn start(key: &Keypair, ledger: Option<(&Genesis, &Path)>, boot: Vec<String>) -> RunningNode {
     RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: key.clone(),
         config: Config::loopback(boot),
         models: BTreeMap::new(),

@@ -18,6 +18,8 @@ async fn start(
     bootstrap: Vec<String>,
 ) -> RunningNode {
     RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: Keypair::generate(),
         config: Config::loopback(bootstrap),
         models,

@@ -3,9 +3,12 @@
 //!
 //! Place in the architecture: `wallet-cli` (client) → this crate → `mycel-node` (server). The methods are
 //! in the `mycel` namespace (`mycel_nodeInfo`, `mycel_peers`, `mycel_models`, `mycel_chat`,
-//! `mycel_subscribeChat`, `mycel_jobStatus`); the normative
+//! `mycel_subscribeChat`, `mycel_jobStatus`, `mycel_route`, `mycel_router`); the normative
 //! description, including error codes, is `specs/rpc.md`. DTOs carry DIDs and PeerIds as strings so this
 //! crate stays free of the identity and models crates' types.
+
+// The OpenRPC document is one large `json!` literal.
+#![recursion_limit = "256"]
 
 use jsonrpsee::core::{RpcResult, SubscriptionResult};
 use jsonrpsee::proc_macros::rpc;
@@ -121,6 +124,13 @@ pub struct ChatRequest {
     /// validators (never audited) and earns no emission (specs/rpc.md, "Private jobs").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub private: bool,
+    /// With the model `experts`: `single` (default, the nearest domain's expert) or `ensemble`
+    /// (ask `k` experts and return the consensus answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Experts an ensemble asks (1..=8, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<u32>,
 }
 
 /// Token counts of an answer.
@@ -159,6 +169,9 @@ pub struct ChatResponse {
     /// request) without running the model; `served_by` then names the node that first answered it.
     #[serde(default)]
     pub cached: bool,
+    /// For the model `experts`: the domain chosen, or the ensemble's experts and who agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<serde_json::Value>,
 }
 
 /// One notification of `mycel_subscribeChat`: a piece of the answer; the last one has `finish_reason`
@@ -236,6 +249,83 @@ pub struct JobStatus {
     /// The escrow paying for the job, when this node paid a provider for it (the latest one if
     /// the job failed over to another provider).
     pub payment: Option<JobPayment>,
+    /// For a job served by a sharded pipeline: its route and what happened on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineStatus>,
+}
+
+/// A sharded pipeline job's route and counters (`mycel_jobStatus`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    /// The hops in use when the job ended, first layers first.
+    pub route: Vec<PipelineHop>,
+    /// Hops replaced after their server failed.
+    pub failovers: u32,
+    /// Replayed steps whose output contradicted a failed server's signed commitment.
+    pub disputed: u32,
+    /// Signed span commitments received and checked.
+    pub spans: u32,
+}
+
+/// One hop of a pipeline route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineHop {
+    /// DID of the shard server.
+    pub did: String,
+    /// First layer.
+    pub from: u32,
+    /// Last layer (exclusive).
+    pub to: u32,
+}
+
+/// Where the model `experts` would send a query (`mycel_route`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// The nearest domain (none: no domain is similar enough; the default model answers).
+    pub domain: Option<String>,
+    /// Cosine similarity of the query to that domain's centroid.
+    pub similarity: Option<f32>,
+    /// The next nearest domain.
+    pub runner_up: Option<String>,
+    /// The expert's model id (`expert:<domain>`).
+    pub expert: Option<String>,
+    /// Whether this node or a peer serves that expert.
+    pub served: bool,
+}
+
+/// The expert router's state (`mycel_router`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouterInfo {
+    /// Domains routed to, with the peer updates held for each.
+    pub domains: Vec<RouterDomain>,
+    /// Peer updates the robust aggregation left out.
+    pub rejected: Vec<RejectedUpdate>,
+    /// Update rounds this node released.
+    pub rounds: u64,
+    /// Privacy budget spent by those rounds: ε (none: updates are not noised, not private).
+    pub epsilon: Option<f64>,
+    /// And δ.
+    pub delta: Option<f64>,
+}
+
+/// One domain of [`RouterInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterDomain {
+    /// Domain tag.
+    pub domain: String,
+    /// Peer updates held.
+    pub updates: u32,
+}
+
+/// A peer update left out of an aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedUpdate {
+    /// The sender's PeerId.
+    pub peer: String,
+    /// The update's domain.
+    pub domain: String,
+    /// `direction`, `distance` or `otherdomain`.
+    pub rule: String,
 }
 
 /// The `mycel` JSON-RPC namespace served by every node.
@@ -266,6 +356,14 @@ pub trait MycelApi {
     /// [`error_codes::JOB_NOT_FOUND`].
     #[method(name = "jobStatus")]
     async fn job_status(&self, id: String) -> RpcResult<JobStatus>;
+
+    /// `mycel_route`: where the model `experts` would send `query`.
+    #[method(name = "route")]
+    async fn route(&self, query: String) -> RpcResult<RouteInfo>;
+
+    /// `mycel_router`: the expert router's domains, rejected updates and privacy budget.
+    #[method(name = "router")]
+    async fn router(&self) -> RpcResult<RouterInfo>;
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 /// Methods the document describes, in order (subscriptions included).
-pub const METHODS: [&str; 16] = [
+pub const METHODS: [&str; 18] = [
     "mycel_nodeInfo",
     "mycel_peers",
     "mycel_models",
@@ -13,6 +13,8 @@ pub const METHODS: [&str; 16] = [
     "mycel_subscribeChat",
     "mycel_unsubscribeChat",
     "mycel_jobStatus",
+    "mycel_route",
+    "mycel_router",
     "mycel_revokeMembership",
     "ledger_info",
     "ledger_balance",
@@ -102,6 +104,23 @@ pub fn document(version: &str) -> Value {
                     { "code": -32602, "message": "invalid params" },
                     { "code": -32005, "message": "job not found" }
                 ]
+            },
+            {
+                "name": "mycel_route",
+                "summary": "Where the model `experts` would send a query: the nearest domain of this node's expert router, its cosine similarity, the runner-up, the expert model id and whether a node serves it.",
+                "params": [string_param("query")],
+                "result": { "name": "route", "schema": { "$ref": "#/components/schemas/RouteInfo" } },
+                "errors": [
+                    { "code": -32602, "message": "invalid params" },
+                    { "code": -32001, "message": "this node runs no expert router" }
+                ]
+            },
+            {
+                "name": "mycel_router",
+                "summary": "The expert router's state: domains with the peer updates held, updates left out by the robust aggregation, update rounds released and the privacy budget (ε, δ) they spent.",
+                "params": [],
+                "result": { "name": "router", "schema": { "$ref": "#/components/schemas/RouterInfo" } },
+                "errors": [{ "code": -32001, "message": "this node runs no expert router" }]
             },
             {
                 "name": "mycel_revokeMembership",
@@ -197,7 +216,10 @@ pub fn document(version: &str) -> Value {
                 "top_p": { "type": "number", "exclusiveMinimum": 0, "maximum": 1 },
                 "max_tokens": { "type": "integer", "minimum": 1 },
                 "seed": { "type": "integer", "minimum": 0 },
-                "stop": { "type": "array", "items": { "type": "string" } } } },
+                "stop": { "type": "array", "items": { "type": "string" } },
+                "private": { "type": "boolean" },
+                "mode": { "type": "string", "enum": ["single", "ensemble"] },
+                "k": { "type": "integer", "minimum": 1, "maximum": 8 } } },
             "Usage": { "type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"], "properties": {
                 "prompt_tokens": { "type": "integer" }, "completion_tokens": { "type": "integer" }, "total_tokens": { "type": "integer" } } },
             "ChatResponse": { "type": "object", "required": ["id", "model", "content", "finish_reason", "usage", "served_by", "served_by_peer", "remote", "latency_ms"], "properties": {
@@ -206,7 +228,15 @@ pub fn document(version: &str) -> Value {
                 "usage": { "$ref": "#/components/schemas/Usage" },
                 "served_by": { "type": "string" }, "served_by_peer": { "type": "string" },
                 "remote": { "type": "boolean" }, "latency_ms": { "type": "integer" },
-                "cached": { "type": "boolean" } } },
+                "cached": { "type": "boolean" }, "routing": { "type": "object" } } },
+            "RouteInfo": { "type": "object", "required": ["served"], "properties": {
+                "domain": { "type": ["string", "null"] }, "similarity": { "type": ["number", "null"] },
+                "runner_up": { "type": ["string", "null"] }, "expert": { "type": ["string", "null"] },
+                "served": { "type": "boolean" } } },
+            "RouterInfo": { "type": "object", "required": ["domains", "rejected", "rounds", "epsilon", "delta"], "properties": {
+                "domains": { "type": "array", "items": { "type": "object", "properties": { "domain": { "type": "string" }, "updates": { "type": "integer" } } } },
+                "rejected": { "type": "array", "items": { "type": "object", "properties": { "peer": { "type": "string" }, "domain": { "type": "string" }, "rule": { "type": "string" } } } },
+                "rounds": { "type": "integer" }, "epsilon": { "type": ["number", "null"] }, "delta": { "type": ["number", "null"] } } },
             "ChatChunk": { "type": "object", "required": ["delta", "served_by", "remote"], "properties": {
                 "delta": { "type": "string" }, "finish_reason": { "type": ["string", "null"] },
                 "usage": { "oneOf": [{ "$ref": "#/components/schemas/Usage" }, { "type": "null" }] },
@@ -223,7 +253,10 @@ pub fn document(version: &str) -> Value {
                 "finish_reason": { "type": ["string", "null"], "enum": ["stop", "length", null] },
                 "error": { "type": ["string", "null"] },
                 "payment": { "oneOf": [{ "type": "null" }, { "type": "object", "required": ["escrow", "job_id"], "properties": {
-                    "escrow": { "type": "string" }, "job_id": { "type": "string" } } }] } } },
+                    "escrow": { "type": "string" }, "job_id": { "type": "string" } } }] },
+                "pipeline": { "type": "object", "required": ["route", "failovers", "disputed", "spans"], "properties": {
+                    "route": { "type": "array", "items": { "type": "object", "properties": { "did": { "type": "string" }, "from": { "type": "integer" }, "to": { "type": "integer" } } } },
+                    "failovers": { "type": "integer" }, "disputed": { "type": "integer" }, "spans": { "type": "integer" } } } } },
             "LedgerInfo": { "type": "object", "properties": {
                 "network": { "type": "string" }, "genesis_hash": { "type": "string" },
                 "epoch": { "type": "integer" }, "table_epoch": { "type": "integer" },

@@ -54,6 +54,8 @@ async fn start(
     // Every chat must run the model.
     cfg.response_cache_entries = 0;
     Ok(RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: Keypair::generate(),
         config: cfg,
         models,

@@ -139,6 +139,8 @@ async fn bench(data_dir: &Path, args: &RpcArgs, threads: usize) -> Result<()> {
     }
     let slots = cfg.max_concurrent_generations;
     let node = RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: Keypair::generate(),
         config: cfg,
         models: [(args.model.clone(), model.clone())].into(),

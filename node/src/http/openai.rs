@@ -163,6 +163,12 @@ struct CompletionRequest {
     stream: Option<bool>,
     #[serde(default)]
     n: Option<u64>,
+    /// mycel extension, with the model `experts`: `single` or `ensemble`.
+    #[serde(default)]
+    mode: Option<String>,
+    /// mycel extension: experts an ensemble asks.
+    #[serde(default)]
+    k: Option<u64>,
 }
 
 fn now_secs() -> u64 {
@@ -225,8 +231,10 @@ fn to_job(node: &Node, req: CompletionRequest) -> Result<(ChatJob, bool), ApiErr
         Some(StopField::One(s)) => vec![s],
         Some(StopField::Many(v)) => v,
     };
-    let job = ChatJob::new(
-        req.model.unwrap_or_else(|| node.default_model()),
+    let model = req.model.unwrap_or_else(|| node.default_model());
+    let ensemble = crate::chat::ensemble_size(&model, req.mode.as_deref(), req.k)?;
+    let mut job = ChatJob::new(
+        model,
         messages,
         &SamplingRequest {
             temperature: req.temperature,
@@ -236,6 +244,7 @@ fn to_job(node: &Node, req: CompletionRequest) -> Result<(ChatJob, bool), ApiErr
         },
         stop,
     )?;
+    job.ensemble = ensemble;
     Ok((job, req.stream.unwrap_or(false)))
 }
 
@@ -277,13 +286,17 @@ pub(super) async fn chat_completions(
 }
 
 fn mycel_field(chat: &ChatStream, started: Instant) -> Value {
-    json!({
+    let mut v = json!({
         "served_by": chat.served_by.to_string(),
         "served_by_peer": chat.served_by_peer.to_base58(),
         "remote": chat.remote,
         "latency_ms": started.elapsed().as_millis() as u64,
         "cached": chat.cached,
-    })
+    });
+    if let Some(r) = &chat.routing {
+        v["routing"] = r.clone();
+    }
+    v
 }
 
 fn usage(a: &ChatAnswer) -> Value {

@@ -85,6 +85,11 @@ impl RpcImpl {
             request.stop,
         )?;
         job.private = request.private;
+        job.ensemble = chat::ensemble_size(
+            &job.model,
+            request.mode.as_deref(),
+            request.k.map(u64::from),
+        )?;
         Ok(job)
     }
 }
@@ -127,6 +132,7 @@ impl MycelApiServer for RpcImpl {
             remote: stream.remote,
             latency_ms: started.elapsed().as_millis() as u64,
             cached: stream.cached,
+            routing: stream.routing,
         })
     }
 
@@ -184,6 +190,14 @@ impl MycelApiServer for RpcImpl {
             }
         }
         Ok(())
+    }
+
+    async fn route(&self, query: String) -> RpcResult<mycel_rpc_api::RouteInfo> {
+        self.node.route_query(query).await.map_err(rpc_error)
+    }
+
+    async fn router(&self) -> RpcResult<mycel_rpc_api::RouterInfo> {
+        self.node.router_info().await.map_err(rpc_error)
     }
 
     async fn job_status(&self, id: String) -> RpcResult<JobStatus> {

@@ -85,6 +85,8 @@ async fn start(key: &Keypair, config: Config, serve_tiny: bool) -> mycel_node::R
         served.insert(TINY_MODEL_ID.to_string(), Arc::new(tiny));
     }
     RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: key.clone(),
         config,
         models: served,

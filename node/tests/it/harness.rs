@@ -18,6 +18,8 @@ pub struct Pair {
 pub async fn start_provider() -> RunningNode {
     let tiny = models::load(TINY_MODEL_ID, std::path::Path::new("/nonexistent"), |_| {}).unwrap();
     RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: Keypair::generate(),
         config: Config::loopback(Vec::new()),
         models: BTreeMap::from([(TINY_MODEL_ID.to_string(), Arc::new(tiny))]),
@@ -32,6 +34,8 @@ pub async fn start_provider() -> RunningNode {
 pub async fn start_forwarder(to: &RunningNode) -> RunningNode {
     let addr = to.node.listen_addrs()[0].to_string();
     RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: Keypair::generate(),
         config: Config::loopback(vec![addr]),
         models: BTreeMap::new(),

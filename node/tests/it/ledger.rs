@@ -88,6 +88,8 @@ async fn start_serving(
     models: BTreeMap<String, std::sync::Arc<mycel_models::ChatModel>>,
 ) -> RunningNode {
     RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: key.clone(),
         config: Config::loopback(bootstrap),
         models,

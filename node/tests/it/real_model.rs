@@ -48,6 +48,8 @@ async fn real_model_answers_through_a_forwarding_node() {
     };
     config.infer_timeout_secs = 300;
     let a = RunningNode::start(StartOptions {
+        shards: Default::default(),
+        models_dir: None,
         key: Keypair::generate(),
         config,
         models: BTreeMap::from([(DEFAULT_CHAT_MODEL.to_string(), Arc::new(model))]),

@@ -450,6 +450,8 @@ async fn bearer_token_gate_trusts_loopback_and_checks_others() {
     let code = |v: serde_json::Value| v["error"]["code"].as_i64().unwrap();
     let start = |http: std::net::SocketAddr| async move {
         RunningNode::start(StartOptions {
+            shards: Default::default(),
+            models_dir: None,
             key: Keypair::generate(),
             config: Config {
                 http,

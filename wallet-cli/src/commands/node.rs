@@ -175,6 +175,8 @@ fn request(args: &ChatArgs, messages: Vec<ChatMessage>) -> ChatRequest {
         seed: args.seed,
         stop: Vec::new(),
         private: args.private,
+        mode: None,
+        k: None,
     }
 }
 
@@ -333,6 +335,7 @@ mod tests {
                 escrow: "ab".repeat(32),
                 job_id: "cd".repeat(32),
             }),
+            pipeline: None,
         };
         let text = describe_job(&s);
         assert!(text.contains("state:    done"), "{text}");
