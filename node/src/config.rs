@@ -564,6 +564,53 @@ mod tests {
         assert!(Config::from_toml_str("unknown_key = 1").is_err());
     }
 
+    /// docs/config.md names every key of every section (a key added without documentation fails).
+    #[test]
+    fn the_reference_page_documents_every_key() {
+        let doc = include_str!("../../docs/config.md");
+        let mut full = Config::default();
+        full.genesis = Some(PathBuf::from("genesis.json"));
+        full.rpc_token = Some(RpcToken("t".into()));
+        full.serve.experts.push(ExpertConfig {
+            domain: "d".into(),
+            model: "m".into(),
+            system_prompt: "p".into(),
+        });
+        full.router = Some(RouterConfig {
+            examples: Some(PathBuf::from("e.json")),
+            ..RouterConfig::default()
+        });
+        full.consortium = Some(ConsortiumConfig {
+            id: "c".into(),
+            trusted_issuers: Vec::new(),
+            credential: PathBuf::from("c.jwt"),
+            psk: Some(PathBuf::from("k")),
+            revocations: default_revocations_file(),
+            handshake_timeout_secs: 10,
+        });
+        let value = toml::Value::try_from(&full).expect("config serializes");
+        let mut missing = Vec::new();
+        let mut check = |t: &toml::value::Table, section: &str| {
+            for (key, v) in t {
+                let nested = v.is_table() || v.as_array().is_some_and(|a| a.iter().any(|x| x.is_table()));
+                if !nested && !doc.contains(&format!("`{key}`")) {
+                    missing.push(format!("{section}{key}"));
+                }
+            }
+        };
+        let top = value.as_table().expect("a table");
+        check(top, "");
+        for section in ["serve", "router", "consortium"] {
+            let t = top[section].as_table().expect("a section");
+            check(t, &format!("{section}."));
+            assert!(doc.contains(&format!("`[{section}]`")), "section {section}");
+        }
+        assert!(doc.contains("`[[serve.experts]]`"));
+        let expert = top["serve"]["experts"][0].as_table().expect("an expert");
+        check(expert, "serve.experts.");
+        assert!(missing.is_empty(), "docs/config.md lacks {missing:?}");
+    }
+
     #[test]
     fn serve_section_parses_and_is_checked() {
         let c = Config::from_toml_str(

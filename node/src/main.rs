@@ -367,6 +367,9 @@ async fn up(data_dir: &Path, mut cfg: Config, args: UpArgs) -> Result<()> {
     if let Some(c) = &mut cfg.consortium {
         c.resolve_paths(data_dir);
     }
+    if let Some(r) = &mut cfg.router {
+        r.resolve_paths(data_dir);
+    }
     let running = RunningNode::start(StartOptions {
         shards,
         models_dir: Some(config::models_dir(data_dir)),
@@ -518,16 +521,29 @@ async fn status(data_dir: &Path, rpc: Option<String>) -> Result<()> {
         info.models.join(", ")
     };
     println!("serves:   {serves}");
+    for s in &info.shards {
+        println!("shard:    layers [{}, {}) of {}", s.from, s.to, s.model);
+    }
     println!("peers:    {}", peers.len());
     for p in &peers {
         let rtt = p
             .rtt_ms
             .map(|r| format!("{r} ms"))
             .unwrap_or_else(|| "-".into());
+        let shards: Vec<String> = p
+            .shards
+            .iter()
+            .map(|s| format!("{}[{},{})", s.model, s.from, s.to))
+            .collect();
         println!(
-            "  {}  rtt {rtt}  models [{}]",
+            "  {}  rtt {rtt}  models [{}]{}",
             p.did.as_deref().unwrap_or(&p.peer_id),
-            p.models.join(", ")
+            p.models.join(", "),
+            if shards.is_empty() {
+                String::new()
+            } else {
+                format!("  shards [{}]", shards.join(", "))
+            }
         );
     }
     for m in &models {

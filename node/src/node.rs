@@ -196,6 +196,7 @@ impl Node {
             http_url: self.inner.http_url.clone(),
             models: self.inner.host.model_ids(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            shards: shard_infos(&self.inner.host.shard_ads()),
         }
     }
 
@@ -214,6 +215,7 @@ impl Node {
                 models: p.models,
                 rtt_ms: p.rtt.map(|d| d.as_millis() as u64),
                 agent: p.agent,
+                shards: shard_infos(&p.shards),
             })
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -1001,6 +1003,16 @@ impl Node {
             reasons: reasons.join("; "),
         })
     }
+}
+
+fn shard_infos(ads: &[crate::heartbeat::ShardAd]) -> Vec<mycel_rpc_api::ShardInfo> {
+    ads.iter()
+        .map(|a| mycel_rpc_api::ShardInfo {
+            model: a.model.clone(),
+            from: a.from,
+            to: a.to,
+        })
+        .collect()
 }
 
 /// The text of the last user message (what expert routing embeds).

@@ -57,6 +57,20 @@ pub struct NodeInfo {
     pub models: Vec<String>,
     /// Software version of the node.
     pub version: String,
+    /// Layer ranges this node serves to pipelines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardInfo>,
+}
+
+/// A layer range served to pipelines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Model id.
+    pub model: String,
+    /// First layer.
+    pub from: u32,
+    /// Last layer (exclusive).
+    pub to: u32,
 }
 
 /// A connected peer.
@@ -74,6 +88,9 @@ pub struct PeerInfo {
     pub rtt_ms: Option<u64>,
     /// The peer's identify agent string.
     pub agent: Option<String>,
+    /// Layer ranges the peer announced in its latest verified heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardInfo>,
 }
 
 /// A model reachable through this node.

@@ -198,12 +198,16 @@ pub fn document(version: &str) -> Value {
                 "did": { "type": "string" }, "peer_id": { "type": "string" },
                 "listen_addrs": { "type": "array", "items": { "type": "string" } },
                 "http_url": { "type": "string" }, "models": { "type": "array", "items": { "type": "string" } },
-                "version": { "type": "string" } } },
+                "version": { "type": "string" },
+                "shards": { "type": "array", "items": { "$ref": "#/components/schemas/ShardInfo" } } } },
+            "ShardInfo": { "type": "object", "required": ["model", "from", "to"], "properties": {
+                "model": { "type": "string" }, "from": { "type": "integer" }, "to": { "type": "integer" } } },
             "PeerInfo": { "type": "object", "required": ["peer_id", "addrs", "models"], "properties": {
                 "peer_id": { "type": "string" }, "did": { "type": ["string", "null"] },
                 "addrs": { "type": "array", "items": { "type": "string" } },
                 "models": { "type": "array", "items": { "type": "string" } },
-                "rtt_ms": { "type": ["integer", "null"] }, "agent": { "type": ["string", "null"] } } },
+                "rtt_ms": { "type": ["integer", "null"] }, "agent": { "type": ["string", "null"] },
+                "shards": { "type": "array", "items": { "$ref": "#/components/schemas/ShardInfo" } } } },
             "ModelInfo": { "type": "object", "required": ["id", "local", "served_by"], "properties": {
                 "id": { "type": "string" }, "local": { "type": "boolean" },
                 "served_by": { "type": "array", "items": { "type": "string" } } } },
