@@ -80,11 +80,16 @@ async fn the_grafana_dashboard_charts_only_exported_series() {
     });
     let r = post(url(&pair.a, "/v1/chat/completions"), body.to_string()).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // A shard server with an automatic range exports the per-layer coverage it observes.
+    let shards = start_auto_shard_server(&pair.a).await;
     // … and the gossip family once a heartbeat from B arrived (1 s interval in tests).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let scrape = loop {
-        let scrape = get(url(&pair.a, "/metrics")).await.body;
-        if scrape.contains("mycel_gossip_messages_total{") {
+        let scrape = get(url(&pair.a, "/metrics")).await.body
+            + &get(url(&shards, "/metrics")).await.body;
+        if scrape.contains("mycel_gossip_messages_total{")
+            && scrape.contains("mycel_shard_layer_coverage{")
+        {
             break scrape;
         }
         assert!(
@@ -108,5 +113,27 @@ async fn the_grafana_dashboard_charts_only_exported_series() {
             );
         }
     }
+    shards.shutdown().await;
     pair.shutdown().await;
+}
+
+/// A node serving layers [0, 2) of `tiny` as an automatic range, bootstrapped to `to`.
+async fn start_auto_shard_server(to: &mycel_node::RunningNode) -> mycel_node::RunningNode {
+    use mycel_node::config::{Config, TINY_MODEL_ID};
+    let dir = std::path::Path::new("/nonexistent");
+    let shard = mycel_node::models::load_range(TINY_MODEL_ID, 0, 2, dir).unwrap();
+    let mut config = Config::loopback(vec![to.node.listen_addrs()[0].to_string()]);
+    config.serve.ranges = vec![format!("{TINY_MODEL_ID}:auto")];
+    config.serve.span = 2;
+    mycel_node::RunningNode::start(mycel_node::StartOptions {
+        shards: [(TINY_MODEL_ID.to_string(), std::sync::Arc::new(shard))].into(),
+        models_dir: None,
+        key: mycel_identity::Keypair::generate(),
+        config,
+        models: Default::default(),
+        info_file: None,
+        ledger: None,
+    })
+    .await
+    .unwrap()
 }
