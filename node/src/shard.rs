@@ -181,10 +181,13 @@ where
 {
     let meta = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
     let total = u32::try_from(4 + meta.len() + blob.len()).map_err(std::io::Error::other)?;
-    w.write_all(&total.to_be_bytes()).await?;
-    w.write_all(&(meta.len() as u32).to_be_bytes()).await?;
-    w.write_all(&meta).await?;
-    w.write_all(blob).await?;
+    // One write per frame: each write on a muxed stream may become its own transport frame.
+    let mut frame = Vec::with_capacity(8 + meta.len() + blob.len());
+    frame.extend_from_slice(&total.to_be_bytes());
+    frame.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&meta);
+    frame.extend_from_slice(blob);
+    w.write_all(&frame).await?;
     w.flush().await
 }
 

@@ -82,6 +82,9 @@ pub(super) struct Service {
     shares: BTreeMap<(ShareKind, u64, [u8; 32]), ShareSet>,
     /// Lowest epoch whose Mint this node may still have to sign.
     mint_floor: u64,
+    /// The last Mint share signed, with its epoch and the confirmed block count it was computed at:
+    /// re-sent each tick (gossip may have lost it) and recomputed only when more blocks confirm.
+    mint_signed: Option<(u64, usize, QuorumShare)>,
     /// Workers' records from confirmed work and audits, for routing.
     reputations: ReputationBook,
     net: NetworkHandle,
@@ -120,6 +123,7 @@ impl Service {
             pending_confirms: HashMap::new(),
             shares: BTreeMap::new(),
             mint_floor: 0,
+            mint_signed: None,
             reputations: ReputationBook::new(),
             net,
             confirmations,
@@ -1273,6 +1277,16 @@ impl Service {
                 Some(_) => epoch += 1,
             }
         };
+        // Confirmed blocks only grow: an unchanged count means an unchanged split, so the share
+        // signed for it is re-sent instead of scanning the epoch's blocks again.
+        let confirmed = l.confirmed_count();
+        if let Some((e, n, share)) = &self.mint_signed
+            && (*e, *n) == (target, confirmed)
+        {
+            let share = share.clone();
+            self.spread_share(share);
+            return;
+        }
         let weights = emission::observe(l, target);
         let cap = self.genesis.params.epoch_emission;
         let recipients = match emission::allocate(&weights, cap) {
@@ -1288,11 +1302,24 @@ impl Service {
             return;
         }
         self.mint_floor = target;
-        self.sign_share(ShareKind::Mint, target, recipients);
+        let share = self.sign_share(ShareKind::Mint, target, recipients);
+        self.mint_signed = Some((target, confirmed, share));
     }
 
-    fn sign_share(&mut self, kind: ShareKind, epoch: u64, list: Vec<(AccountId, Credits)>) {
+    fn sign_share(
+        &mut self,
+        kind: ShareKind,
+        epoch: u64,
+        list: Vec<(AccountId, Credits)>,
+    ) -> QuorumShare {
         let share = QuorumShare::sign(&self.key, kind, epoch, list);
+        self.spread_share(share.clone());
+        share
+    }
+
+    /// Gossips this node's share, counts a tick towards the backup posters' delay, and posts every
+    /// set that reached its quorum.
+    fn spread_share(&mut self, share: QuorumShare) {
         self.publish(VOTES_TOPIC, VotesMessage::Share(share.clone()).encode());
         self.add_share(share);
         for set in self.shares.values_mut() {

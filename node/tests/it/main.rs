@@ -14,6 +14,7 @@ mod failover;
 mod harness;
 mod ledger;
 mod metrics;
+mod netns;
 mod openai;
 mod p2p;
 mod pipeline;
