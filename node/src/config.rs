@@ -568,9 +568,11 @@ mod tests {
     #[test]
     fn the_reference_page_documents_every_key() {
         let doc = include_str!("../../docs/config.md");
-        let mut full = Config::default();
-        full.genesis = Some(PathBuf::from("genesis.json"));
-        full.rpc_token = Some(RpcToken("t".into()));
+        let mut full = Config {
+            genesis: Some(PathBuf::from("genesis.json")),
+            rpc_token: Some(RpcToken("t".into())),
+            ..Config::default()
+        };
         full.serve.experts.push(ExpertConfig {
             domain: "d".into(),
             model: "m".into(),
@@ -592,7 +594,8 @@ mod tests {
         let mut missing = Vec::new();
         let mut check = |t: &toml::value::Table, section: &str| {
             for (key, v) in t {
-                let nested = v.is_table() || v.as_array().is_some_and(|a| a.iter().any(|x| x.is_table()));
+                let nested =
+                    v.is_table() || v.as_array().is_some_and(|a| a.iter().any(|x| x.is_table()));
                 if !nested && !doc.contains(&format!("`{key}`")) {
                     missing.push(format!("{section}{key}"));
                 }

@@ -416,17 +416,7 @@ impl Node {
                 crate::chat::MAX_PROMPT_BYTES
             )));
         }
-        let router = self.router()?;
-        let choice = tokio::task::spawn_blocking(move || router.route(&query))
-            .await
-            .map_err(|e| NodeError::Inference(e.to_string()))??;
-        let expert = choice
-            .as_ref()
-            .map(|c| format!("{}{}", crate::chat::EXPERT_PREFIX, c.domain));
-        let served = match &expert {
-            Some(e) => self.models().await?.iter().any(|m| &m.id == e),
-            None => false,
-        };
+        let (choice, expert, served) = self.expert_for(query).await?;
         Ok(mycel_rpc_api::RouteInfo {
             domain: choice.as_ref().map(|c| c.domain.to_string()),
             similarity: choice.as_ref().map(|c| c.similarity),
@@ -441,9 +431,7 @@ impl Node {
     /// The expert router's state (`mycel_router`).
     pub async fn router_info(&self) -> Result<mycel_rpc_api::RouterInfo> {
         let router = self.router()?;
-        let s = tokio::task::spawn_blocking(move || router.status())
-            .await
-            .map_err(|e| NodeError::Inference(e.to_string()))?;
+        let s = blocking(move || Ok(router.status())).await?;
         Ok(mycel_rpc_api::RouterInfo {
             domains: s
                 .domains
@@ -464,14 +452,13 @@ impl Node {
         })
     }
 
-    /// Sends job `id` to the expert of the domain nearest to its last user message; when no domain
-    /// is similar enough, or no node serves that expert, to the default model.
-    async fn expert_chat(&self, id: String, mut job: ChatJob) -> Result<ChatStream> {
+    /// The domain nearest to `query`, its expert's model id, and whether some node serves it.
+    async fn expert_for(
+        &self,
+        query: String,
+    ) -> Result<(Option<crate::experts::RouteChoice>, Option<String>, bool)> {
         let router = self.router()?;
-        let query = last_user_text(&job)?;
-        let choice = tokio::task::spawn_blocking(move || router.route(&query))
-            .await
-            .map_err(|e| NodeError::Inference(e.to_string()))??;
+        let choice = blocking(move || router.route(&query)).await?;
         let expert = choice
             .as_ref()
             .map(|c| format!("{}{}", crate::chat::EXPERT_PREFIX, c.domain));
@@ -479,6 +466,13 @@ impl Node {
             Some(e) => self.models().await?.iter().any(|m| &m.id == e),
             None => false,
         };
+        Ok((choice, expert, served))
+    }
+
+    /// Sends job `id` to the expert of the domain nearest to its last user message; when no domain
+    /// is similar enough, or no node serves that expert, to the default model.
+    async fn expert_chat(&self, id: String, mut job: ChatJob) -> Result<ChatStream> {
+        let (choice, expert, served) = self.expert_for(last_user_text(&job)?).await?;
         let routing = serde_json::json!({
             "expert": choice.as_ref().map(|c| serde_json::json!({
                 "domain": c.domain.as_str(),
@@ -505,9 +499,7 @@ impl Node {
         let k = k.clamp(1, MAX_ENSEMBLE);
         let query = last_user_text(&job)?;
         let r = router.clone();
-        let ranked = tokio::task::spawn_blocking(move || r.rank(&query))
-            .await
-            .map_err(|e| NodeError::Inference(e.to_string()))??;
+        let ranked = blocking(move || r.rank(&query)).await?;
         let served: BTreeSet<String> = self.models().await?.into_iter().map(|m| m.id).collect();
         let picks: Vec<(String, f32)> = ranked
             .into_iter()
@@ -550,12 +542,11 @@ impl Node {
             });
         }
         let texts: Vec<String> = answers.iter().map(|a| a.4.text.clone()).collect();
-        let embeddings = tokio::task::spawn_blocking(move || {
+        let embeddings = blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             router.embed(&refs)
         })
-        .await
-        .map_err(|e| NodeError::Inference(e.to_string()))??;
+        .await?;
         let mut reputations = Vec::with_capacity(answers.len());
         for a in &answers {
             reputations.push(self.reputation(&a.3).await);
@@ -1013,6 +1004,13 @@ fn shard_infos(ads: &[crate::heartbeat::ShardAd]) -> Vec<mycel_rpc_api::ShardInf
             to: a.to,
         })
         .collect()
+}
+
+/// Runs blocking work (embedding, model loading) on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Inference(format!("blocking task failed: {e}")))?
 }
 
 /// The text of the last user message (what expert routing embeds).

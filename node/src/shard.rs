@@ -474,18 +474,12 @@ pub async fn rebalance(
         let Ok(peers) = node.network().peers().await else {
             return;
         };
-        let mut view: Vec<Placement> = peers
-            .iter()
-            .filter(|p| p.up)
-            .flat_map(|p| {
-                p.shards
-                    .iter()
-                    .filter(|s| s.model == model)
-                    .map(|s| Placement {
-                        peer: p.peer_id,
-                        from: s.from,
-                        to: s.to,
-                    })
+        let mut view: Vec<Placement> = crate::pipeline::offers_from(&peers, &model)
+            .into_iter()
+            .map(|o| Placement {
+                peer: o.peer,
+                from: o.from,
+                to: o.to,
             })
             .collect();
         view.push(Placement {

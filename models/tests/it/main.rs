@@ -4,3 +4,4 @@
 mod inference;
 mod pull;
 mod real_model;
+mod replay_probe;

@@ -85,8 +85,8 @@ async fn the_grafana_dashboard_charts_only_exported_series() {
     // … and the gossip family once a heartbeat from B arrived (1 s interval in tests).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let scrape = loop {
-        let scrape = get(url(&pair.a, "/metrics")).await.body
-            + &get(url(&shards, "/metrics")).await.body;
+        let scrape =
+            get(url(&pair.a, "/metrics")).await.body + &get(url(&shards, "/metrics")).await.body;
         if scrape.contains("mycel_gossip_messages_total{")
             && scrape.contains("mycel_shard_layer_coverage{")
         {
