@@ -354,6 +354,8 @@ pub struct ModelHost {
     shard_sessions: Arc<AtomicUsize>,
     /// Experts served, by model id (`expert:<domain>`): a served model and a system prompt.
     experts: std::sync::RwLock<BTreeMap<String, Expert>>,
+    /// Tokens generated here since start (for the heartbeat's recent tok/s).
+    generated: Arc<AtomicU64>,
 }
 
 /// Prefix of the model id under which a node serves a domain expert: `expert:<domain>`.
@@ -384,7 +386,13 @@ impl ModelHost {
             shards: Default::default(),
             shard_sessions: Arc::default(),
             experts: Default::default(),
+            generated: Arc::default(),
         }
+    }
+
+    /// Tokens generated on this node since it started.
+    pub fn generated_tokens(&self) -> u64 {
+        self.generated.load(Ordering::Relaxed)
     }
 
     /// Serves `expert:<domain>`: `base` (a model served here) under `system_prompt`.
@@ -580,9 +588,13 @@ impl ModelHost {
         let (out_tx, out_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let delay = self.delta_delay_us.clone();
         let forge = self.forge.load(Ordering::Relaxed);
+        let generated = self.generated.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let event = run_job(model, job, &out_tx, &delay, forge).await;
+            if let ChatEvent::Done(a) = &event {
+                generated.fetch_add(u64::from(a.completion_tokens), Ordering::Relaxed);
+            }
             let _ = out_tx.send(event).await;
         });
         Ok(out_rx)

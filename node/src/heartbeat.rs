@@ -48,6 +48,30 @@ pub struct Heartbeat {
     /// Layer ranges the sender serves to pipelines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardAd>,
+    /// Tokens per second the sender generated since its previous heartbeat.
+    #[serde(default)]
+    pub tok_s: u32,
+    /// Memory available on the sender's host, MiB (0: unknown).
+    #[serde(default)]
+    pub free_mem_mib: u64,
+    /// The sender's software version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Longest version string a heartbeat may carry.
+pub const MAX_VERSION_LEN: usize = 32;
+
+/// Memory available to new work on this host, MiB (Linux `MemAvailable`; 0 elsewhere).
+pub fn free_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// A heartbeat and its signature, as gossiped.
@@ -74,6 +98,7 @@ impl Heartbeat {
         if hb.peer_id != source.to_base58()
             || hb.models.len() > MAX_HEARTBEAT_MODELS
             || hb.shards.len() > MAX_HEARTBEAT_MODELS
+            || hb.version.len() > MAX_VERSION_LEN
             || !hb.shards.iter().all(ShardAd::is_valid)
         {
             return None;
@@ -105,6 +130,9 @@ mod tests {
                 to: 3,
                 layer_us: 40,
             }],
+            tok_s: 25,
+            free_mem_mib: 1024,
+            version: "0.1.0".into(),
         };
         let bytes = hb.sign(&key);
         assert_eq!(Heartbeat::verify(&bytes, &key.peer_id()), Some(hb.clone()));
@@ -114,6 +142,12 @@ mod tests {
             .replace("tiny", "huge");
         assert_eq!(Heartbeat::verify(tampered.as_bytes(), &key.peer_id()), None);
         assert_eq!(Heartbeat::verify(b"\xff garbage", &key.peer_id()), None);
+        let mut long_version = hb.clone();
+        long_version.version = "9".repeat(MAX_VERSION_LEN + 1);
+        assert_eq!(
+            Heartbeat::verify(&long_version.sign(&key), &key.peer_id()),
+            None
+        );
         let mut empty_range = hb.clone();
         empty_range.shards[0].to = 0;
         assert_eq!(

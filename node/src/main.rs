@@ -536,8 +536,11 @@ async fn status(data_dir: &Path, rpc: Option<String>) -> Result<()> {
             .map(|s| format!("{}[{},{})", s.model, s.from, s.to))
             .collect();
         println!(
-            "  {}  rtt {rtt}  models [{}]{}",
+            "  {}  rtt {rtt}  {} tok/s  {} MiB free  v{}  models [{}]{}",
             p.did.as_deref().unwrap_or(&p.peer_id),
+            p.tok_s,
+            p.free_mem_mib,
+            p.version,
             p.models.join(", "),
             if shards.is_empty() {
                 String::new()

@@ -103,6 +103,8 @@ pub struct PeerSnapshot {
     pub models: Vec<String>,
     /// Layer ranges from its latest verified heartbeat.
     pub shards: Vec<crate::heartbeat::ShardAd>,
+    /// Recent tok/s, free memory (MiB) and version from its latest verified heartbeat.
+    pub health: (u32, u64, String),
     /// Last ping round trip.
     pub rtt: Option<Duration>,
     /// Identify agent string.
@@ -650,6 +652,7 @@ pub fn start(
         audit_out: Pending::new(),
         audit_in: HashMap::new(),
         heartbeat_seq: 0,
+        last_generated: None,
         listen_tx,
         answer_tx,
         stream_server,
@@ -819,6 +822,8 @@ struct Actor {
     audit_out: Pending<AuditResponse>,
     audit_in: HashMap<u64, ResponseChannel<AuditResponse>>,
     heartbeat_seq: u64,
+    /// Tokens generated at the previous heartbeat, and when.
+    last_generated: Option<(u64, Instant)>,
     listen_tx: watch::Sender<Vec<Multiaddr>>,
     answer_tx: mpsc::Sender<InboundAnswer>,
     stream_server: tokio::task::JoinHandle<()>,
@@ -905,6 +910,7 @@ impl Actor {
                         addrs: s.addrs.clone(),
                         models: s.models.clone(),
                         shards: s.shards.clone(),
+                        health: s.health.clone(),
                         rtt: s.rtt,
                         agent: s.agent.clone(),
                         up: self.peers.is_up(p, now),
@@ -1036,12 +1042,27 @@ impl Actor {
 
     fn publish_heartbeat(&mut self) {
         self.heartbeat_seq += 1;
+        let now = Instant::now();
+        let generated = self.host.generated_tokens();
+        let (before, at) = self
+            .last_generated
+            .replace((generated, now))
+            .unwrap_or((generated, now));
+        let secs = now.duration_since(at).as_secs_f64();
+        let tok_s = if secs > 0.0 {
+            ((generated - before) as f64 / secs).round() as u32
+        } else {
+            0
+        };
         let hb = Heartbeat {
             peer_id: self.swarm.local_peer_id().to_base58(),
             models: self.host.model_ids(),
             load: u32::try_from(self.host.load()).unwrap_or(u32::MAX),
             seq: self.heartbeat_seq,
             shards: self.host.shard_ads(),
+            tok_s,
+            free_mem_mib: crate::heartbeat::free_memory_mib(),
+            version: env!("CARGO_PKG_VERSION").into(),
         };
         let bytes = hb.sign(&self.key);
         match self

@@ -216,6 +216,9 @@ impl Node {
                 rtt_ms: p.rtt.map(|d| d.as_millis() as u64),
                 agent: p.agent,
                 shards: shard_infos(&p.shards),
+                tok_s: p.health.0,
+                free_mem_mib: p.health.1,
+                version: p.health.2,
             })
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));

@@ -35,6 +35,8 @@ pub struct PeerEntry {
     pub models: Vec<String>,
     /// Layer ranges from its latest accepted heartbeat.
     pub shards: Vec<crate::heartbeat::ShardAd>,
+    /// Recent tok/s, free memory (MiB) and version from its latest accepted heartbeat.
+    pub health: (u32, u64, String),
     /// Queue depth from its latest accepted heartbeat.
     pub load: u32,
     /// Sequence number of its latest accepted heartbeat.
@@ -178,6 +180,7 @@ impl PeerTable {
         entry.heartbeat_seq = hb.seq;
         entry.models = hb.models;
         entry.shards = hb.shards;
+        entry.health = (hb.tok_s, hb.free_mem_mib, hb.version);
         entry.load = hb.load;
         entry.last_heartbeat = Some(now);
         true
@@ -262,6 +265,9 @@ mod tests {
             load,
             seq,
             shards: Vec::new(),
+            tok_s: 0,
+            free_mem_mib: 0,
+            version: String::new(),
         }
     }
 

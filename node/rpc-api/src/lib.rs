@@ -91,6 +91,15 @@ pub struct PeerInfo {
     /// Layer ranges the peer announced in its latest verified heartbeat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardInfo>,
+    /// Tokens per second it generated recently (from its heartbeat).
+    #[serde(default)]
+    pub tok_s: u32,
+    /// Memory available on its host, MiB (0: unknown).
+    #[serde(default)]
+    pub free_mem_mib: u64,
+    /// Its software version (empty until a heartbeat arrived).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// A model reachable through this node.

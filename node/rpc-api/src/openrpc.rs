@@ -207,6 +207,7 @@ pub fn document(version: &str) -> Value {
                 "addrs": { "type": "array", "items": { "type": "string" } },
                 "models": { "type": "array", "items": { "type": "string" } },
                 "rtt_ms": { "type": ["integer", "null"] }, "agent": { "type": ["string", "null"] },
+                "tok_s": { "type": "integer" }, "free_mem_mib": { "type": "integer" }, "version": { "type": "string" },
                 "shards": { "type": "array", "items": { "$ref": "#/components/schemas/ShardInfo" } } } },
             "ModelInfo": { "type": "object", "required": ["id", "local", "served_by"], "properties": {
                 "id": { "type": "string" }, "local": { "type": "boolean" },

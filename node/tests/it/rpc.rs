@@ -48,6 +48,19 @@ async fn rpc_chat_on_b_is_served_by_a() {
         answer.usage.prompt_tokens + answer.usage.completion_tokens
     );
 
+    // A's heartbeats carry its version and free memory into B's peer list.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let peer = loop {
+        let p = client.peers().await.unwrap().remove(0);
+        if !p.version.is_empty() {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no heartbeat: {p:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(peer.version, env!("CARGO_PKG_VERSION"));
+    assert!(peer.free_mem_mib > 0, "{peer:?}");
+
     match client.chat(request("no-such-model")).await {
         Err(ClientError::Call(e)) => assert_eq!(e.code(), error_codes::MODEL_NOT_FOUND),
         other => panic!("expected model-not-found, got {other:?}"),
