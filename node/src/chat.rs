@@ -495,6 +495,7 @@ impl ModelHost {
                 from: model.layer_range().start(),
                 to: model.layer_range().end(),
                 layer_us: *us,
+                n_layers: model.config().n_layer,
             })
             .collect()
     }

@@ -23,12 +23,16 @@ pub struct ShardAd {
     /// Measured compute per layer per token, microseconds (0: not measured yet).
     #[serde(default)]
     pub layer_us: u32,
+    /// Layers of the whole model (0: not said).
+    #[serde(default)]
+    pub n_layers: u32,
 }
 
 impl ShardAd {
     fn is_valid(&self) -> bool {
         self.from < self.to
             && self.to <= MAX_SHARD_LAYER
+            && (self.n_layers == 0 || self.to <= self.n_layers)
             && !self.model.is_empty()
             && self.model.len() <= crate::chat::MAX_MODEL_ID_LEN
     }
@@ -129,6 +133,7 @@ mod tests {
                 from: 0,
                 to: 3,
                 layer_us: 40,
+                n_layers: 6,
             }],
             tok_s: 25,
             free_mem_mib: 1024,

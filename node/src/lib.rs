@@ -42,6 +42,7 @@ pub mod models;
 pub mod network;
 pub mod node;
 pub mod node_key;
+pub mod peer_record;
 pub mod peers;
 pub mod pipeline;
 pub mod rebalance;

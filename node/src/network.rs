@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
-use libp2p::kad::{self, store::MemoryStore};
+use libp2p::kad::{self, store::MemoryStore, store::RecordStore};
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -59,6 +59,8 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_APP_SCORES: usize = 1024;
 /// Idle connections are closed after this long.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Heartbeats between re-publications of the node's DID record (and the first heartbeat).
+const RECORD_REPUBLISH_HEARTBEATS: u64 = 60;
 /// Peers the block list holds at most; blocking more is refused.
 pub const MAX_BLOCKED_PEERS: usize = 1024;
 
@@ -174,6 +176,10 @@ enum Command {
         scores: Vec<(PeerId, f64)>,
     },
     Withdraw,
+    FindPeer {
+        did: String,
+        reply: oneshot::Sender<Option<crate::peer_record::PeerRecord>>,
+    },
     Provide {
         key: Vec<u8>,
         on: bool,
@@ -356,6 +362,17 @@ impl NetworkHandle {
         self.send(Command::Withdraw).await
     }
 
+    /// The signed record of where the holder of `did` can be reached, from the DHT (verified).
+    pub async fn find_peer(&self, did: &str) -> Result<Option<crate::peer_record::PeerRecord>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::FindPeer {
+            did: did.to_string(),
+            reply,
+        })
+        .await?;
+        Ok(rx.await.unwrap_or_default())
+    }
+
     /// Starts (`on`) or stops announcing this node as a provider of a DHT key.
     pub async fn provide(&self, key: Vec<u8>, on: bool) -> Result<()> {
         self.send(Command::Provide { key, on }).await
@@ -449,6 +466,8 @@ pub fn start(
             |k| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let peer_id = k.public().to_peer_id();
                 let mut kad_cfg = kad::Config::new(StreamProtocol::new(wire::KAD_PROTOCOL));
+                // Records are stored only after `on_inbound_record` verified them.
+                kad_cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
                 kad_cfg
                     .set_query_timeout(wire::PROVIDER_LOOKUP_TIMEOUT)
                     .disjoint_query_paths(true);
@@ -644,6 +663,7 @@ pub fn start(
         cfg,
         peers,
         lookups: HashMap::new(),
+        record_lookups: HashMap::new(),
         outbound: Pending::new(),
         inbound_jobs: 0,
         sync_out: Pending::new(),
@@ -814,6 +834,7 @@ struct Actor {
     cfg: NetworkConfig,
     peers: PeerTable,
     lookups: HashMap<kad::QueryId, Lookup>,
+    record_lookups: HashMap<kad::QueryId, oneshot::Sender<Option<crate::peer_record::PeerRecord>>>,
     outbound: Pending<InferResponse>,
     inbound_jobs: usize,
     sync_out: Pending<SyncResponse>,
@@ -1016,6 +1037,19 @@ impl Actor {
                         .stop_providing(&kad::RecordKey::new(&key));
                 }
             }
+            Command::FindPeer { did, reply } => {
+                let key = kad::RecordKey::new(&crate::peer_record::record_key(&did));
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let local = kad.store_mut().get(&key).and_then(|r| {
+                    crate::peer_record::PeerRecord::verify(r.key.as_ref(), &r.value).ok()
+                });
+                if local.is_some() || self.record_lookups.len() >= MAX_PENDING_LOOKUPS {
+                    let _ = reply.send(local);
+                    return;
+                }
+                let id = kad.get_record(key);
+                self.record_lookups.insert(id, reply);
+            }
             Command::Provide { key, on } => {
                 let key = kad::RecordKey::new(&key);
                 let kad = &mut self.swarm.behaviour_mut().kad;
@@ -1042,6 +1076,9 @@ impl Actor {
 
     fn publish_heartbeat(&mut self) {
         self.heartbeat_seq += 1;
+        if self.heartbeat_seq % RECORD_REPUBLISH_HEARTBEATS == 1 {
+            self.publish_peer_record();
+        }
         let now = Instant::now();
         let generated = self.host.generated_tokens();
         let (before, at) = self
@@ -1183,6 +1220,32 @@ impl Actor {
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             }) => self.on_kad_progress(id, result, step.last),
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            }) => self.on_inbound_record(source, record),
+            // Record filtering also hands provider records over: they are stored as they come
+            // (the provider is the sending peer, set by Kademlia itself).
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(provider),
+                    },
+            }) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(provider)
+                {
+                    tracing::debug!(error = %e, "provider record not stored");
+                }
+            }
             BehaviourEvent::Infer(ev) => self.on_infer_event(ev),
             BehaviourEvent::Membership(ev) => self.on_membership_event(ev),
             _ => {}
@@ -1363,7 +1426,66 @@ impl Actor {
             .send_response(channel, AuditResponse::Refused(refusal.into()));
     }
 
+    /// A peer asks this node to store a DHT record: only verified DID records, newer than the one
+    /// held, are kept.
+    fn on_inbound_record(&mut self, source: PeerId, record: kad::Record) {
+        use crate::peer_record::PeerRecord;
+        let Ok(new) = PeerRecord::verify(record.key.as_ref(), &record.value) else {
+            tracing::debug!(%source, "refused an invalid DHT record");
+            return;
+        };
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let held = store
+            .get(&record.key)
+            .and_then(|r| PeerRecord::verify(r.key.as_ref(), &r.value).ok());
+        if held.is_none_or(|h| h.issued_ms < new.issued_ms)
+            && let Err(e) = store.put(record)
+        {
+            tracing::debug!(%source, error = %e, "DHT record not stored");
+        }
+    }
+
+    /// Publishes this node's signed DID → PeerId record (on the first heartbeat, then every
+    /// [`RECORD_REPUBLISH_HEARTBEATS`]).
+    fn publish_peer_record(&mut self) {
+        let me = *self.swarm.local_peer_id();
+        let addrs: Vec<Multiaddr> = self
+            .swarm
+            .listeners()
+            .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
+            .collect();
+        let record = crate::peer_record::PeerRecord::new(&self.key, &addrs);
+        let key = kad::RecordKey::new(&crate::peer_record::record_key(&record.did));
+        let r = kad::Record::new(key, record.sign(&self.key));
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(r, kad::Quorum::One)
+        {
+            tracing::debug!(error = %e, "DID record not published");
+        }
+    }
+
     fn on_kad_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        if let Some(reply) = self.record_lookups.remove(&id) {
+            let found = match result {
+                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(p))) => {
+                    crate::peer_record::PeerRecord::verify(p.record.key.as_ref(), &p.record.value)
+                        .ok()
+                }
+                _ => None,
+            };
+            if found.is_some() || last {
+                let _ = reply.send(found);
+                if !last && let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    q.finish();
+                }
+            } else {
+                self.record_lookups.insert(id, reply);
+            }
+            return;
+        }
         let me = *self.swarm.local_peer_id();
         let now = Instant::now();
         let Some(lookup) = self.lookups.get_mut(&id) else {

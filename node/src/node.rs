@@ -243,15 +243,14 @@ impl Node {
             }
         }
         // A sharded model is listed as `<id>@sharded` once the known ranges chain from layer 0 to
-        // the highest one announced.
-        let sharded: BTreeSet<&String> = peers
-            .iter()
-            .filter(|p| p.up)
-            .flat_map(|p| p.shards.iter().map(|s| &s.model))
-            .collect();
-        for model in sharded {
+        // the model's last layer (as its servers announce it).
+        let mut sharded: BTreeMap<&String, u32> = BTreeMap::new();
+        for ad in peers.iter().filter(|p| p.up).flat_map(|p| &p.shards) {
+            let top = sharded.entry(&ad.model).or_default();
+            *top = (*top).max(ad.n_layers).max(ad.to);
+        }
+        for (model, top) in sharded {
             let offers = crate::pipeline::offers_from(&peers, model);
-            let top = offers.iter().map(|o| o.to).max().unwrap_or(0);
             if let Some(route) = crate::route::plan(&offers, 0, top, &[]) {
                 let e = map.entry(format!("{model}{SHARDED_SUFFIX}")).or_default();
                 for hop in route {
@@ -409,6 +408,20 @@ impl Node {
                  config)"
             ))
         })
+    }
+
+    /// The verified DHT record of where the holder of `did` can be reached (`mycel_findPeer`).
+    pub async fn find_peer(&self, did: &str) -> Result<Option<mycel_rpc_api::PeerRecordInfo>> {
+        let parsed: Did = did
+            .parse()
+            .map_err(|e| NodeError::InvalidRequest(format!("`{did}` is not a did:key: {e}")))?;
+        let record = self.inner.net.find_peer(&parsed.to_string()).await?;
+        Ok(record.map(|r| mycel_rpc_api::PeerRecordInfo {
+            did: r.did,
+            peer_id: r.peer_id,
+            addrs: r.addrs,
+            issued_ms: r.issued_ms,
+        }))
     }
 
     /// Where the model `experts` would send `query` (`mycel_route`).

@@ -6,7 +6,7 @@
 //! keeps a real ledger under one genesis the harness writes. [`client`] talks to them through the
 //! user-facing interfaces (OpenAI HTTP and SSE, JSON-RPC over HTTP and WebSocket); [`ledger`] sends
 //! a wallet's credits through the `ledger_*` methods and checks that the nodes agree.
-//! On top sit two simulations, each a library module run by a binary (long form) and by the
+//! On top sit three simulations, each a library module run by a binary (long form) and by the
 //! integration tests (short form) through the same code:
 //!
 //! - [`churn`]: ≥ 30 replicas, repeated waves in which 30% of them leave (killed or stopped) and new
@@ -16,6 +16,10 @@
 //! - [`load`]: a 5-node net under hundreds of concurrent streaming clients; measures errors,
 //!   time-to-first-token and total latency percentiles, and process memory over time
 //!   (`cargo run -p mycel-tests --bin load`).
+//! - [`fuzz`]: seeded attackers send random and mutated messages on every p2p protocol, RPC method
+//!   and OpenAI route of a small net for a bounded time; the nodes must keep answering, stay
+//!   within a memory bound, never panic, and keep one readable ledger
+//!   (`cargo run -p mycel-tests --bin fuzz`).
 //!
 //! Reports are written as JSON, Markdown and a hand-written SVG plot ([`report`], [`plot`]), with
 //! percentiles from [`stats`] and memory from [`memory`]. Many nodes in one process need
@@ -25,6 +29,7 @@ pub mod churn;
 pub mod client;
 pub mod delay;
 pub mod error;
+pub mod fuzz;
 pub mod ledger;
 pub mod load;
 pub mod memory;

@@ -1,100 +1,145 @@
 //! TEMPORARY probe (to be removed).
-use std::path::PathBuf;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{D, Device, Module, Tensor};
+use mycel_models::sampling::SplitMix64;
 
-use mycel_models::llama::{StageInput, StageOutput};
-use mycel_models::{
-    ChatMessage, ChatModel, LoadOptions, Registry, registry::DEFAULT_CHAT_MODEL, verify_cached,
-};
-
-fn maxdiff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
+fn rnd(rng: &mut SplitMix64, shape: &[usize], scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| {
+            let x = (rng.next_f64() * 2.0 - 1.0) as f32 * scale;
+            if i % 97 == 0 { x * 50.0 } else { x }
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-fn last(m: &ChatModel, s: &mut mycel_models::Session, ids: &[u32]) -> Vec<f32> {
-    let StageOutput::Logits(l) = m.forward_stage(s, StageInput::Tokens(ids)).unwrap() else {
-        panic!()
-    };
-    l.to_vec1::<f32>().unwrap()
+fn cmp(name: &str, batch: &Tensor, rows: &[Tensor]) {
+    let b = batch.reshape((rows.len(), ())).unwrap();
+    let mut worst = 0f32;
+    let mut nbad = 0;
+    for (i, r) in rows.iter().enumerate() {
+        let x = b
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let y = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let d = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        if d > 0.0 {
+            nbad += 1;
+        }
+        worst = worst.max(d);
+    }
+    println!(
+        "{name}: rows differing {nbad}/{} worst {worst:e}",
+        rows.len()
+    );
 }
 
 #[test]
 #[ignore]
 fn probe() {
-    let dir = PathBuf::from(std::env::var_os("MYCEL_MODEL_CACHE").unwrap());
-    let reg = Registry::load_default().unwrap();
-    let v = verify_cached(reg.get(DEFAULT_CHAT_MODEL).unwrap(), &dir)
-        .unwrap()
-        .unwrap();
-    let q4 = std::env::var("PROBE_Q4").is_ok();
-    let m = ChatModel::load(&v, &LoadOptions { requantize: if q4 { None } else { LoadOptions::default().requantize }, ..LoadOptions::default() }).unwrap();
-    let prompt = m
-        .encode_chat(&[ChatMessage::user("Tell me about rivers and cats.")])
-        .unwrap();
-    let out = m.tokenizer().encode(" Rivers are long flowing bodies of water, and cats are small furry animals that people love.", false).unwrap();
-    let all: Vec<u32> = prompt.iter().chain(&out).copied().collect();
-    let p = prompt.len();
-    println!("prompt {p} out {}", out.len());
-    let batch = |m: &ChatModel| {
-        let mut s = m.new_session();
-        let t = m.forward_all_logits(&mut s, &all).unwrap();
-        (0..all.len())
-            .map(|i| t.get(i).unwrap().to_vec1::<f32>().unwrap())
-            .collect::<Vec<_>>()
-    };
-    let a = batch(&m);
-    let a2 = batch(&m);
-    // C: prefill prompt then one at a time.
-    let mut s = m.new_session();
-    let mut c = vec![last(&m, &mut s, &prompt)];
-    for &t in &out {
-        c.push(last(&m, &mut s, &[t]));
+    let mut rng = SplitMix64::new(1);
+    let m = 55;
+    for (dt, k, n) in [
+        (GgmlDType::Q4_1, 576, 1536),
+        (GgmlDType::Q8_0, 576, 960),
+        (GgmlDType::Q8_0, 1536, 576),
+        (GgmlDType::Q4_1, 1536, 576),
+        (GgmlDType::Q8_0, 576, 49152),
+    ] {
+        let w =
+            QMatMul::from_qtensor(QTensor::quantize(&rnd(&mut rng, &[n, k], 0.05), dt).unwrap())
+                .unwrap();
+        let x = rnd(&mut rng, &[1, m, k], 1.0);
+        let yb = w.forward(&x).unwrap();
+        let rows: Vec<Tensor> = (0..m)
+            .map(|i| w.forward(&x.narrow(1, i, 1).unwrap()).unwrap())
+            .collect();
+        cmp(&format!("qmatmul {dt:?} k{k} n{n}"), &yb, &rows);
     }
-    // B: one at a time from scratch.
-    let mut s = m.new_session();
-    let b: Vec<Vec<f32>> = all.iter().map(|&t| last(&m, &mut s, &[t])).collect();
-    for r in 0..p {
-        if r < 12 {
-            println!("B row {r}: |A-B| {:.5}", maxdiff(&a[r], &b[r]));
-        }
-    }
-    // E: two batched chunks: all[..20], then all[20..] (pos > 0, seq > 1).
-    let mut s = m.new_session();
-    let _ = m.forward_all_logits(&mut s, &all[..20]).unwrap();
-    let e = m.forward_all_logits(&mut s, &all[20..]).unwrap();
-    for r in [20usize, 21, 22, 23, 30, 40, 50] {
-        println!(
-            "E row {r}: |A-E| {:.5}",
-            maxdiff(&a[r], &e.get(r - 20).unwrap().to_vec1::<f32>().unwrap())
-        );
-    }
-    // F: prefill 37, one single step, then batch the rest.
-    let mut s = m.new_session();
-    let _ = last(&m, &mut s, &all[..p]);
-    let _ = last(&m, &mut s, &all[p..p + 1]);
-    let f = m.forward_all_logits(&mut s, &all[p + 1..]).unwrap();
-    for r in [p + 1, p + 2, p + 5] {
-        println!(
-            "F row {r}: |A-F| {:.5}",
-            maxdiff(&a[r], &f.get(r - p - 1).unwrap().to_vec1::<f32>().unwrap())
-        );
-    }
-    // G: prefill 37, then a batch of 1 token via forward_all_logits, then single.
-    // D: prefix-only batched passes: logits at row p-1+k from a batch of all[..p+k].
-    for k in 0..out.len() {
-        let r = p - 1 + k;
-        let mut s = m.new_session();
-        let d = last(&m, &mut s, &all[..=r]);
-        println!(
-            "row {r}: |A-A'| {:.5} |A-B| {:.5} |A-C| {:.5} |B-C| {:.5} |A-D| {:.5} |C-D| {:.5}",
-            maxdiff(&a[r], &a2[r]),
-            maxdiff(&a[r], &b[r]),
-            maxdiff(&a[r], &c[k]),
-            maxdiff(&b[r], &c[k]),
-            maxdiff(&a[r], &d),
-            maxdiff(&c[k], &d)
-        );
-    }
+    let x = rnd(&mut rng, &[1, m, 576], 1.0);
+    let g = rnd(&mut rng, &[576], 1.0);
+    let yb = candle_nn::ops::rms_norm(&x, &g, 1e-5).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| candle_nn::ops::rms_norm(&x.narrow(1, i, 1).unwrap(), &g, 1e-5).unwrap())
+        .collect();
+    cmp("rms_norm", &yb, &rows);
+    let yb = candle_nn::ops::silu(&x).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| candle_nn::ops::silu(&x.narrow(1, i, 1).unwrap()).unwrap())
+        .collect();
+    cmp("silu", &yb, &rows);
+    let yb = (&x * &x).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| {
+            let r = x.narrow(1, i, 1).unwrap();
+            (&r * &r).unwrap()
+        })
+        .collect();
+    cmp("mul", &yb, &rows);
+    // softmax rows: batch row i has 55 entries with -inf after i; single has i+1 entries.
+    let s = rnd(&mut rng, &[m, m], 3.0);
+    let mask: Vec<f32> = (0..m)
+        .flat_map(|i| (0..m).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (m, m), &Device::Cpu).unwrap();
+    let sb = candle_nn::ops::softmax_last_dim(&(&s + &mask).unwrap()).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| {
+            candle_nn::ops::softmax_last_dim(
+                &s.get(i)
+                    .unwrap()
+                    .narrow(0, 0, i + 1)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+            )
+            .unwrap()
+            .pad_with_zeros(D::Minus1, 0, m - i - 1)
+            .unwrap()
+        })
+        .collect();
+    cmp("softmax", &sb, &rows);
+    // attention matmuls: (rows, kv) x (kv, 64)
+    let v = rnd(&mut rng, &[m, 64], 1.0);
+    let ab = sb.matmul(&v).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| {
+            rows[i]
+                .narrow(1, 0, i + 1)
+                .unwrap()
+                .matmul(&v.narrow(0, 0, i + 1).unwrap())
+                .unwrap()
+        })
+        .collect();
+    cmp("att@v", &ab, &rows);
+    let q = rnd(&mut rng, &[m, 64], 1.0);
+    let qk = q.matmul(&v.t().unwrap()).unwrap();
+    let rows: Vec<Tensor> = (0..m)
+        .map(|i| {
+            q.narrow(0, i, 1)
+                .unwrap()
+                .matmul(&v.narrow(0, 0, i + 1).unwrap().t().unwrap())
+                .unwrap()
+                .pad_with_zeros(D::Minus1, 0, m - i - 1)
+                .unwrap()
+        })
+        .collect();
+    let qk_masked = (qk.broadcast_mul(
+        &mask
+            .ge(0f32)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap(),
+    ))
+    .unwrap();
+    cmp("q@k^T", &qk_masked, &rows);
 }

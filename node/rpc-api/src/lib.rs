@@ -319,6 +319,19 @@ pub struct RouteInfo {
     pub served: bool,
 }
 
+/// Where the holder of a DID can be reached (`mycel_findPeer`): its signed DHT record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecordInfo {
+    /// The DID.
+    pub did: String,
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Listen multiaddrs ending in `/p2p/<peer_id>`.
+    pub addrs: Vec<String>,
+    /// When the holder signed the record, Unix milliseconds.
+    pub issued_ms: u64,
+}
+
 /// The expert router's state (`mycel_router`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouterInfo {
@@ -382,6 +395,11 @@ pub trait MycelApi {
     /// [`error_codes::JOB_NOT_FOUND`].
     #[method(name = "jobStatus")]
     async fn job_status(&self, id: String) -> RpcResult<JobStatus>;
+
+    /// `mycel_findPeer`: the verified DHT record of where the holder of `did` can be reached (null
+    /// when none is found).
+    #[method(name = "findPeer")]
+    async fn find_peer(&self, did: String) -> RpcResult<Option<PeerRecordInfo>>;
 
     /// `mycel_route`: where the model `experts` would send `query`.
     #[method(name = "route")]

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 /// Methods the document describes, in order (subscriptions included).
-pub const METHODS: [&str; 18] = [
+pub const METHODS: [&str; 19] = [
     "mycel_nodeInfo",
     "mycel_peers",
     "mycel_models",
@@ -13,6 +13,7 @@ pub const METHODS: [&str; 18] = [
     "mycel_subscribeChat",
     "mycel_unsubscribeChat",
     "mycel_jobStatus",
+    "mycel_findPeer",
     "mycel_route",
     "mycel_router",
     "mycel_revokeMembership",
@@ -104,6 +105,15 @@ pub fn document(version: &str) -> Value {
                     { "code": -32602, "message": "invalid params" },
                     { "code": -32005, "message": "job not found" }
                 ]
+            },
+            {
+                "name": "mycel_findPeer",
+                "summary": "Where the holder of a DID can be reached: its DID → PeerId record from the DHT (`did/<did>`), signed by the DID's key and verified by this node; null when none is found.",
+                "params": [string_param("did")],
+                "result": { "name": "record", "schema": { "oneOf": [{ "type": "null" }, { "type": "object", "required": ["did", "peer_id", "addrs", "issued_ms"], "properties": {
+                    "did": { "type": "string" }, "peer_id": { "type": "string" },
+                    "addrs": { "type": "array", "items": { "type": "string" } }, "issued_ms": { "type": "integer" } } }] } },
+                "errors": [{ "code": -32602, "message": "invalid params (not a did:key)" }]
             },
             {
                 "name": "mycel_route",

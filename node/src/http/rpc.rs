@@ -192,6 +192,10 @@ impl MycelApiServer for RpcImpl {
         Ok(())
     }
 
+    async fn find_peer(&self, did: String) -> RpcResult<Option<mycel_rpc_api::PeerRecordInfo>> {
+        self.node.find_peer(&did).await.map_err(rpc_error)
+    }
+
     async fn route(&self, query: String) -> RpcResult<mycel_rpc_api::RouteInfo> {
         self.node.route_query(query).await.map_err(rpc_error)
     }

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod consortium;
 mod devnet;
+mod discovery;
 mod expert_nodes;
 mod experts;
 mod failover;

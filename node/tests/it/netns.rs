@@ -1,10 +1,16 @@
-//! Three `mycel-node` processes on three hosts: Linux network namespaces joined by a bridge that the
-//! test builds itself on the private subnet 10.77.0.0/24. The bridge lives in a fourth namespace and
-//! the veth pairs are created inside the namespaces, so the host's own network is never touched.
+//! `mycel-node` processes on three hosts: Linux network namespaces joined by a bridge that each
+//! test builds itself on a private /24 of its own (10.77.0.0/24, 10.77.1.0/24), so the tests can
+//! run in parallel. The bridge lives in a fourth namespace and the veth pairs are created inside the
+//! namespaces, so the host's own network is never touched.
 //!
-//! Host A serves `tiny`, B serves nothing and bootstraps to A, C serves nothing and bootstraps to B
-//! only. C must learn of A's model from heartbeats and have A answer its chat; A must see its peers at
-//! their 10.77.0.x addresses. Needs root, `ip` (iproute2) and `curl`; skipped with a message otherwise.
+//! In both tests host A serves `tiny` and B and C serve nothing; C must list A's model and have A
+//! answer its chat, and A must see its peers at their bridge addresses only.
+//! - Bootstrap, no mDNS: B bootstraps to A, C to B only, so C learns of A from heartbeats two hops
+//!   away.
+//! - mDNS, no bootstrap: the nodes run with their default discovery and no address of each other;
+//!   they find each other by multicast DNS across the bridge.
+//!
+//! Needs root, `ip` (iproute2) and `curl`; skipped with a message otherwise.
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,115 +21,220 @@ use serde_json::{Value, json};
 use crate::harness::HttpReply;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mycel-node");
-/// Namespaces are named `<prefix><pid>-<role>`, so parallel runs do not collide and namespaces left
-/// behind by a killed run can be recognised and removed.
+/// Namespaces are named `<prefix><pid>-<lan>-<role>`, so parallel runs (and the tests of one run)
+/// do not collide, and namespaces left behind by a killed run can be recognised and removed.
 const NS_PREFIX: &str = "mycel-it-netns-";
-/// The first three octets of the test subnet; it exists only inside the test's namespaces.
-const SUBNET: &str = "10.77.0";
 /// Fixed ports are safe: every host is a fresh namespace with nothing else listening.
 const P2P_PORT: u16 = 4001;
 const HTTP_PORT: u16 = 7400;
-/// How long C may take to hear A's heartbeat through B (heartbeats every second here).
+/// How long discovery may take: C hearing A's heartbeat through B (heartbeats every second here),
+/// or the hosts finding each other by mDNS (first query after 0.5 s, then 1 s, 2 s, …).
 const DISCOVERY_DEADLINE: Duration = Duration::from_secs(30);
 
 #[test]
 fn three_hosts_on_a_bridge_reach_a_model_two_hops_away() {
     let started = Instant::now();
-    if let Some(reason) = missing_prerequisite() {
-        println!("SKIPPED: netns test: {reason}");
+    let Some(lan) = lan_or_skip("boot", "10.77.0") else {
         return;
-    }
-    remove_namespaces_of_dead_runs();
-    let lan = match Lan::create(std::process::id()) {
-        Ok(lan) => lan,
-        Err(reason) => {
-            println!("SKIPPED: netns test: `ip netns add` failed ({reason}); needs CAP_SYS_ADMIN");
-            return;
-        }
     };
     let [host_a, host_b, host_c] = &lan.hosts;
     let setup = started.elapsed();
 
-    let a = NodeProcess::start(host_a, &["--model", "tiny"], None);
-    let b = NodeProcess::start(host_b, &["--no-model"], Some(&a.p2p_addr));
-    let c = NodeProcess::start(host_c, &["--no-model"], Some(&b.p2p_addr));
+    // No mDNS: C can learn of A only through B.
+    let a = NodeProcess::start(host_a, &["--model", "tiny", "--no-mdns"]);
+    let b_args = ["--no-model", "--no-mdns", "--bootstrap", &a.p2p_addr];
+    let b = NodeProcess::start(host_b, &b_args);
+    let c_args = ["--no-model", "--no-mdns", "--bootstrap", &b.p2p_addr];
+    let c = NodeProcess::start(host_c, &c_args);
     let nodes_up = started.elapsed();
 
     // C lists `tiny` served by A once A's heartbeat has crossed two hosts.
+    let models = wait_until_listed(&c, "tiny", &a);
+    let discovered = started.elapsed();
+    println!("C's /v1/models: {models}");
+
+    assert_chat_answered_by(&c, &a);
+    let chatted = started.elapsed();
+
+    // A knows B (and any other peer) by its bridge address, never by loopback.
+    let peers = a.rpc("mycel_peers");
+    assert_sees(&peers, &b, host_b);
+    assert_all_on(&peers, &lan);
+    println!("A's peers: {peers}");
+
+    shut_down(lan, [c, b, a]);
+    println!(
+        "timing: namespaces {setup:?}, nodes up {nodes_up:?}, C lists tiny {discovered:?}, \
+         chat answered {chatted:?}, total {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn three_hosts_on_a_bridge_find_each_other_by_mdns() {
+    let started = Instant::now();
+    let Some(lan) = lan_or_skip("mdns", "10.77.1") else {
+        return;
+    };
+    let [host_a, host_b, host_c] = &lan.hosts;
+    let setup = started.elapsed();
+
+    // Default discovery (mDNS on) and no bootstrap address: multicast is the only way to a peer.
+    let a = NodeProcess::start(host_a, &["--model", "tiny"]);
+    let b = NodeProcess::start(host_b, &["--no-model"]);
+    let c = NodeProcess::start(host_c, &["--no-model"]);
+    let nodes_up = started.elapsed();
+
+    let models = wait_until_listed(&c, "tiny", &a);
+    let discovered = started.elapsed();
+    println!("C's /v1/models: {models}");
+
+    assert_chat_answered_by(&c, &a);
+    let chatted = started.elapsed();
+
+    // Every host finds every other: A ends up connected to B and C, at their bridge addresses only.
     let deadline = Instant::now() + DISCOVERY_DEADLINE;
-    let models = loop {
-        if let Ok(r) = c.http("/v1/models", None)
+    let peers = loop {
+        let peers = a.rpc("mycel_peers");
+        if [&b, &c]
+            .iter()
+            .all(|n| !peer_addrs(&peers, &n.did).is_empty())
+        {
+            break peers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A did not find both B and C by mDNS within {DISCOVERY_DEADLINE:?}: {peers}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_sees(&peers, &b, host_b);
+    assert_sees(&peers, &c, host_c);
+    assert_all_on(&peers, &lan);
+    println!("A's peers: {peers}");
+    let meshed = started.elapsed();
+
+    shut_down(lan, [c, b, a]);
+    println!(
+        "timing: namespaces {setup:?}, nodes up {nodes_up:?}, C lists tiny {discovered:?}, \
+         chat answered {chatted:?}, A meshed {meshed:?}, total {:?}",
+        started.elapsed()
+    );
+}
+
+/// The test's three hosts on their bridge, or `None` (after printing why) when this machine cannot
+/// build them.
+fn lan_or_skip(name: &str, subnet: &'static str) -> Option<Lan> {
+    if let Some(reason) = missing_prerequisite() {
+        println!("SKIPPED: netns test: {reason}");
+        return None;
+    }
+    remove_namespaces_of_dead_runs();
+    match Lan::create(std::process::id(), name, subnet) {
+        Ok(lan) => Some(lan),
+        Err(reason) => {
+            println!("SKIPPED: netns test: `ip netns add` failed ({reason}); needs CAP_SYS_ADMIN");
+            None
+        }
+    }
+}
+
+/// Polls `node`'s `/v1/models` until `model` is listed as served by `server`; returns the listing.
+fn wait_until_listed(node: &NodeProcess, model: &str, server: &NodeProcess) -> Value {
+    let deadline = Instant::now() + DISCOVERY_DEADLINE;
+    loop {
+        if let Ok(r) = node.http("/v1/models", None)
             && r.status == 200
         {
             let v = r.json();
-            let tiny = v["data"]
+            let entry = v["data"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|m| m["id"] == "tiny");
-            if let Some(m) = tiny
+                .find(|m| m["id"] == model);
+            if let Some(m) = entry
                 && m["mycel"]["served_by"]
                     .as_array()
-                    .is_some_and(|s| s.iter().any(|d| d == a.did.as_str()))
+                    .is_some_and(|s| s.iter().any(|d| d == server.did.as_str()))
             {
-                break v;
+                return v;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "C never listed A's tiny within {DISCOVERY_DEADLINE:?}"
+            "{} never listed {model} served by {} within {DISCOVERY_DEADLINE:?}",
+            node.ns,
+            server.ns
         );
         std::thread::sleep(Duration::from_millis(250));
-    };
-    let discovered = started.elapsed();
-    println!("C's /v1/models: {models}");
+    }
+}
 
-    // A chat sent to C is answered by A.
+/// A chat for `tiny` sent to `node` is answered remotely by `server`.
+fn assert_chat_answered_by(node: &NodeProcess, server: &NodeProcess) {
     let chat = json!({
         "model": "tiny",
         "messages": [{"role": "user", "content": "hello across hosts"}],
         "max_tokens": 8,
     });
-    let r = c
+    let r = node
         .http("/v1/chat/completions", Some(&chat))
-        .unwrap_or_else(|e| panic!("chat to C: {e}"));
+        .unwrap_or_else(|e| panic!("chat to {}: {e}", node.ns));
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.served_by.as_deref(), Some(a.did.as_str()), "{}", r.body);
-    let v = r.json();
-    assert_eq!(v["mycel"]["served_by"], a.did.as_str(), "{v}");
-    assert_eq!(v["mycel"]["remote"], true, "{v}");
-    let chatted = started.elapsed();
-
-    // A knows B (and any other peer) by its bridge address, never by loopback.
-    let peers = a.rpc("mycel_peers");
-    let list = peers.as_array().unwrap_or_else(|| panic!("{peers}"));
-    let addrs_of = |did: &str| -> Vec<String> {
-        list.iter()
-            .filter(|p| p["did"] == did)
-            .flat_map(|p| p["addrs"].as_array().cloned().unwrap_or_default())
-            .filter_map(|a| a.as_str().map(str::to_string))
-            .collect()
-    };
-    let b_addrs = addrs_of(&b.did);
-    assert!(
-        b_addrs
-            .iter()
-            .any(|x| x.starts_with(&format!("/ip4/{}/", host_b.ip))),
-        "A does not see B at {}: {peers}",
-        host_b.ip
+    assert_eq!(
+        r.served_by.as_deref(),
+        Some(server.did.as_str()),
+        "{}",
+        r.body
     );
-    for p in list {
+    let v = r.json();
+    assert_eq!(v["mycel"]["served_by"], server.did.as_str(), "{v}");
+    assert_eq!(v["mycel"]["remote"], true, "{v}");
+}
+
+/// The addresses a `mycel_peers` result lists for `did`.
+fn peer_addrs(peers: &Value, did: &str) -> Vec<String> {
+    peers
+        .as_array()
+        .unwrap_or_else(|| panic!("mycel_peers is not a list: {peers}"))
+        .iter()
+        .filter(|p| p["did"] == did)
+        .flat_map(|p| p["addrs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+/// `peers` lists `node` at an address of its host on the bridge.
+fn assert_sees(peers: &Value, node: &NodeProcess, host: &Host) {
+    let prefix = format!("/ip4/{}/", host.ip);
+    assert!(
+        peer_addrs(peers, &node.did)
+            .iter()
+            .any(|a| a.starts_with(&prefix)),
+        "{} is not seen at {}: {peers}",
+        node.ns,
+        host.ip
+    );
+}
+
+/// Every address in `peers` is on the bridge's subnet: none on loopback or anywhere else.
+fn assert_all_on(peers: &Value, lan: &Lan) {
+    let prefix = format!("/ip4/{}.", lan.subnet);
+    for p in peers.as_array().into_iter().flatten() {
         for addr in p["addrs"].as_array().into_iter().flatten() {
             let addr = addr.as_str().unwrap_or_default();
             assert!(
-                addr.starts_with(&format!("/ip4/{SUBNET}.")),
-                "A has a peer address off the bridge: {addr} in {peers}"
+                addr.starts_with(&prefix),
+                "a peer address off the bridge: {addr} in {peers}"
             );
         }
     }
-    println!("A's peers: {peers}");
+}
 
-    for node in [c, b, a] {
+/// SIGTERMs the nodes in order, each of which must exit cleanly, then deletes the namespaces and
+/// checks that none is left.
+fn shut_down<const N: usize>(lan: Lan, nodes: [NodeProcess; N]) {
+    for node in nodes {
         let role = node.ns.clone();
         let status = node.stop();
         assert!(
@@ -137,11 +248,6 @@ fn three_hosts_on_a_bridge_reach_a_model_two_hops_away() {
     for name in &names {
         assert!(!left.contains(name), "namespace {name} left behind");
     }
-    println!(
-        "timing: namespaces {setup:?}, nodes up {nodes_up:?}, C lists tiny {discovered:?}, \
-         chat answered {chatted:?}, total {:?}",
-        started.elapsed()
-    );
 }
 
 /// Why the test cannot run here, if it cannot.
@@ -221,21 +327,25 @@ struct Host {
 /// The namespaces of one run. Dropping it (also while the test panics) deletes the ones created,
 /// which removes the veth pairs and the bridge with them.
 struct Lan {
+    /// The first three octets of the /24; it exists only inside these namespaces.
+    subnet: &'static str,
     bridge_ns: String,
     hosts: [Host; 3],
     created: Vec<String>,
 }
 
 impl Lan {
-    /// Builds the bridge namespace and three hosts on it. Returns why when `ip netns add` fails (the
-    /// test is then skipped); any later failure is a test failure.
-    fn create(pid: u32) -> Result<Self, String> {
-        let name = |role: &str| format!("{NS_PREFIX}{pid}-{role}");
+    /// Builds the bridge namespace and three hosts on it at `<subnet>.1` to `.3`, all named after
+    /// `lan`. Returns why when `ip netns add` fails (the test is then skipped); any later failure is
+    /// a test failure.
+    fn create(pid: u32, lan: &str, subnet: &'static str) -> Result<Self, String> {
+        let name = |role: &str| format!("{NS_PREFIX}{pid}-{lan}-{role}");
         let mut lan = Lan {
+            subnet,
             bridge_ns: name("br"),
             hosts: [(1, "a"), (2, "b"), (3, "c")].map(|(n, role)| Host {
                 ns: name(role),
-                ip: format!("{SUBNET}.{n}"),
+                ip: format!("{subnet}.{n}"),
             }),
             created: Vec::new(),
         };
@@ -251,6 +361,10 @@ impl Lan {
         Ok(lan)
     }
 
+    /// mDNS needs nothing more: veths and bridges are created with MULTICAST set, the bridge floods
+    /// 224.0.0.251 (in 224.0.0.0/24, never subject to IGMP snooping), and libp2p-mdns sends from a
+    /// socket bound to eth0's address, so the kernel routes its multicast out of eth0 without a
+    /// 224.0.0.0/4 route.
     fn wire(&self) -> Result<(), String> {
         let br = self.bridge_ns.as_str();
         ip(&["-n", br, "link", "add", "br0", "type", "bridge"])?;
@@ -296,7 +410,9 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(host: &Host, serve: &[&str], bootstrap: Option<&str>) -> Self {
+    /// Starts `mycel-node up` on `host`, listening on its bridge address, with the test's `args`
+    /// (model, discovery) appended; returns once the node has written its node.json.
+    fn start(host: &Host, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Heartbeats every second (default 5 s) keep discovery across hosts quick.
         std::fs::write(
@@ -310,11 +426,8 @@ impl NodeProcess {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &host.ns, BIN])
             .args(["--data-dir", dir.path().to_str().unwrap(), "-q", "up"])
-            .args(serve)
-            .args(["--listen", &listen, "--http", &http, "--no-mdns"]);
-        if let Some(peer) = bootstrap {
-            cmd.args(["--bootstrap", peer]);
-        }
+            .args(["--listen", &listen, "--http", &http])
+            .args(args);
         // `ip netns exec` execs the binary in place, so the child's pid is the node's.
         let child = cmd
             .stdin(Stdio::null())

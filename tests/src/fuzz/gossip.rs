@@ -74,12 +74,14 @@ fn block(rng: &mut SimRng, key: &Keypair, ctx: &SeedContext) -> (Vec<u8>, &'stat
         let b = seeds::attacker_block(rng, ctx, key);
         let mut data = b.data().clone();
         data.account = ctx.wallet;
+        let signature = key.sign(mycel_identity::domains::BLOCK, &data.hash().0);
         return (
-            mycel_ledger::Block::sign(data, key).encode(),
+            mycel_ledger::Block::from_parts(data, signature).encode(),
             "signed_for_another_account",
         );
     }
-    binary(rng, seeds::attacker_block(rng, ctx, key).encode())
+    let valid = seeds::attacker_block(rng, ctx, key).encode();
+    binary(rng, valid)
 }
 
 /// A JSON body mutated *before* signing keeps a valid signature, so its content reaches the
@@ -120,7 +122,10 @@ fn heartbeat(
         }
         1 => match p.last_valid.clone() {
             Some(old) => (old, "replayed_heartbeat"),
-            None => (sign(seeds::heartbeat_body(key, seq).to_string().as_bytes()), "valid"),
+            None => (
+                sign(seeds::heartbeat_body(key, seq).to_string().as_bytes()),
+                "valid",
+            ),
         },
         _ => {
             let (data, name) = signed_json(rng, &seeds::heartbeat_body(key, seq), sign);

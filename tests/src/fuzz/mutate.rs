@@ -451,9 +451,7 @@ mod tests {
                            "max_tokens": 16});
         let run = |seed| {
             let mut rng = SimRng::new(seed);
-            (0..200)
-                .map(|_| json(&mut rng, &valid))
-                .collect::<Vec<_>>()
+            (0..200).map(|_| json(&mut rng, &valid)).collect::<Vec<_>>()
         };
         let a = run(1);
         assert_eq!(a, run(1));
@@ -462,7 +460,10 @@ mod tests {
             .iter()
             .filter(|(m, _)| m.clone().into_bytes() != valid.to_string().into_bytes())
             .count();
-        assert!(changed > 150, "only {changed} of 200 mutations changed the input");
+        assert!(
+            changed > 150,
+            "only {changed} of 200 mutations changed the input"
+        );
         let names: std::collections::BTreeSet<_> = a.iter().map(|(_, n)| *n).collect();
         assert!(names.len() >= 12, "{names:?}");
     }
@@ -488,7 +489,10 @@ mod tests {
         let s = String::from_utf8(text).expect("ascii");
         assert_eq!(s.matches('[').count(), 500);
         assert_eq!(s.matches(']').count(), 500);
-        assert!(serde_json::from_str::<Value>(&s).is_err(), "recursion limit");
+        assert!(
+            serde_json::from_str::<Value>(&s).is_err(),
+            "recursion limit"
+        );
         assert!(serde_json::from_slice::<Value>(&nested("1", 4)).is_ok());
     }
 }

@@ -97,8 +97,7 @@ pub async fn attack(
                 shaped_typed(rng, &seed)
             };
             use mycel_node::audit::AuditResponse;
-            let o = match tokio::time::timeout(ANSWER_TIMEOUT, net.audit(target.peer, req)).await
-            {
+            let o = match tokio::time::timeout(ANSWER_TIMEOUT, net.audit(target.peer, req)).await {
                 Err(_) => Outcome::Timeout,
                 Ok(Err(_)) => Outcome::Failed,
                 Ok(Ok(AuditResponse::Refused(m))) if m == "busy" => Outcome::Busy,

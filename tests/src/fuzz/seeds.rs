@@ -123,10 +123,15 @@ pub fn shard_session(
         to,
         session: hex::encode(random32(rng)[..16].to_vec()),
     };
-    let mut frames = vec![(serde_json::to_value(&open).unwrap_or(Value::Null), Vec::new())];
+    let mut frames = vec![(
+        serde_json::to_value(&open).unwrap_or(Value::Null),
+        Vec::new(),
+    )];
     if from == 0 || ctx.hidden.is_empty() {
         let n = 1 + rng.below(6);
-        let ids: Vec<u32> = (0..n).map(|_| rng.below(ctx.vocab as usize) as u32).collect();
+        let ids: Vec<u32> = (0..n)
+            .map(|_| rng.below(ctx.vocab as usize) as u32)
+            .collect();
         let step = ClientMsg::Step {
             position: 0,
             tokens: Some(ids),
@@ -144,7 +149,10 @@ pub fn shard_session(
             position: 0,
             tokens: None,
         };
-        frames.push((serde_json::to_value(&step).unwrap_or(Value::Null), blob.clone()));
+        frames.push((
+            serde_json::to_value(&step).unwrap_or(Value::Null),
+            blob.clone(),
+        ));
         // The same states again at the next position: well-formed, but the header still says 0,
         // so the node must refuse it without harm.
         let next = ClientMsg::Step {
@@ -225,9 +233,13 @@ pub fn attacker_block(rng: &mut SimRng, ctx: &SeedContext, key: &Keypair) -> Blo
                 amount: Credits(u128::MAX),
             },
         ),
-        4 => (0, BlockHash::ZERO, BlockBody::Receive {
-            source: BlockHash(random32(rng)),
-        }),
+        4 => (
+            0,
+            BlockHash::ZERO,
+            BlockBody::Receive {
+                source: BlockHash(random32(rng)),
+            },
+        ),
         5 => (
             1 + rng.below(1000) as u64,
             random_hash,
@@ -242,9 +254,7 @@ pub fn attacker_block(rng: &mut SimRng, ctx: &SeedContext, key: &Keypair) -> Blo
         _ => (
             u64::MAX,
             random_hash,
-            BlockBody::Unstake {
-                amount: Credits(1),
-            },
+            BlockBody::Unstake { amount: Credits(1) },
         ),
     };
     let data = BlockData {
@@ -286,7 +296,10 @@ pub fn votes(rng: &mut SimRng, ctx: &SeedContext, key: &Keypair) -> VotesMessage
                 ShareKind::Mint
             },
             epoch + 1,
-            vec![(AccountId::from_public_key(&key.public()), Credits::whole(1_000_000))],
+            vec![(
+                AccountId::from_public_key(&key.public()),
+                Credits::whole(1_000_000),
+            )],
         )),
     }
 }
@@ -347,7 +360,9 @@ pub fn rpc_call(rng: &mut SimRng, ctx: &SeedContext, key: &Keypair, method: &str
         "mycel_revokeMembership" => {
             let subject = pick(rng, &ctx.dids);
             match mycel_identity::revocation::Revocation::sign(key, subject, "fuzz", 1) {
-                Ok(r) => json!([serde_json::from_str::<Value>(&r.to_json()).unwrap_or(Value::Null)]),
+                Ok(r) => {
+                    json!([serde_json::from_str::<Value>(&r.to_json()).unwrap_or(Value::Null)])
+                }
                 Err(_) => json!([{}]),
             }
         }
@@ -527,7 +542,7 @@ mod tests {
             chat_job(&mut rng).validate().expect("a valid job");
         }
         let frame = shard_frame(b"{}", b"xy");
-        assert_eq!(&frame[..4], &6u32.to_be_bytes());
+        assert_eq!(&frame[..4], &8u32.to_be_bytes());
         assert_eq!(&frame[4..8], &2u32.to_be_bytes());
         let key = Keypair::generate();
         let body = heartbeat_body(&key, 1).to_string();

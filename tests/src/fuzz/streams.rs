@@ -13,7 +13,6 @@ use libp2p::request_response::cbor::codec::Codec;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
 use mycel_node::audit::{AUDIT_PROTOCOL, AuditRequest, AuditResponse};
-use mycel_node::chat::ChatJob;
 use mycel_node::infer_stream::StreamFrame;
 use mycel_node::ledger::wire::{SYNC_PROTOCOL, SyncRequest, SyncResponse};
 use mycel_node::membership::MEMBERSHIP_PROTOCOL;
@@ -322,9 +321,7 @@ async fn build(
             (vec![frame], name, false)
         }
         Raw::Shard => {
-            let (from, to) = target
-                .shard
-                .unwrap_or((0, a.ctx.split.min(a.ctx.n_layers)));
+            let (from, to) = target.shard.unwrap_or((0, a.ctx.split.min(a.ctx.n_layers)));
             let session = seeds::shard_session(rng, a.ctx, from, to);
             let victim = rng.below(session.len());
             let mut name = "valid";
@@ -361,13 +358,15 @@ async fn build(
             }
             if s == Shape::Structural && rng.below(4) == 0 {
                 // Out of order: a step before the open.
-                frames.swap(0, frames.len() - 1);
+                let last = frames.len() - 1;
+                frames.swap(0, last);
                 name = "reorder";
             }
             (frames, name, false)
         }
         Raw::Infer => {
-            let (b, name) = shaped_cbor(rng, s, &seeds::chat_job(rng)).await;
+            let job = seeds::chat_job(rng);
+            let (b, name) = shaped_cbor(rng, s, &job).await;
             (vec![b], name, true)
         }
         Raw::Sync => {
@@ -381,7 +380,8 @@ async fn build(
             (vec![b], name, true)
         }
         Raw::Membership => {
-            let (b, name) = shaped_cbor(rng, s, &seeds::chat_job(rng)).await;
+            let job = seeds::chat_job(rng);
+            let (b, name) = shaped_cbor(rng, s, &job).await;
             (vec![b], name, true)
         }
         Raw::Gossipsub => {
@@ -475,7 +475,13 @@ async fn judge(proto: Raw, stream: &mut Stream, sent: usize) -> Outcome {
                 )
                 .await;
                 match read {
-                    Err(_) => return if last == Outcome::Closed { Outcome::Timeout } else { last },
+                    Err(_) => {
+                        return if last == Outcome::Closed {
+                            Outcome::Timeout
+                        } else {
+                            last
+                        };
+                    }
                     Ok(Err(_)) => return last,
                     Ok(Ok((ServerMsg::Error { code, .. }, _))) => {
                         return if code == ShardErrorCode::Busy {
@@ -527,9 +533,11 @@ async fn judge(proto: Raw, stream: &mut Stream, sent: usize) -> Outcome {
             }
         }
         Raw::Membership | Raw::Kad | Raw::Identify | Raw::Ping => {
-            let (bytes, _) = read_some(stream, MAX_REPLY_BYTES, REPLY_TIMEOUT.min(
-                Duration::from_secs(2),
-            ))
+            let (bytes, _) = read_some(
+                stream,
+                MAX_REPLY_BYTES,
+                REPLY_TIMEOUT.min(Duration::from_secs(2)),
+            )
             .await;
             if bytes.is_empty() {
                 Outcome::Closed

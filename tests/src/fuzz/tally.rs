@@ -126,10 +126,7 @@ impl Tally {
     /// Counts one message of `family`/`name` sent after `mutation` (`valid`: unmutated).
     pub fn record(&self, family: &'static str, name: &str, mutation: &'static str, o: Outcome) {
         if let Ok(mut t) = self.inner.lock() {
-            t.rows
-                .entry((family, name.to_string()))
-                .or_default()
-                .add(o);
+            t.rows.entry((family, name.to_string())).or_default().add(o);
             *t.mutations.entry(mutation).or_default() += 1;
         }
     }
@@ -191,7 +188,10 @@ mod tests {
         let rows = t.rows();
         assert_eq!(rows.len(), 2);
         let info = rows.iter().find(|r| r.name == "ledger_info").expect("row");
-        assert_eq!((info.counts.sent, info.counts.accepted, info.counts.refused), (2, 1, 1));
+        assert_eq!(
+            (info.counts.sent, info.counts.accepted, info.counts.refused),
+            (2, 1, 1)
+        );
         assert_eq!(t.mutations()["valid"], 1);
         for i in 0..50 {
             t.example(format!("{i}"));

@@ -1,0 +1,127 @@
+//! Robustness fuzzing: `cargo run -p mycel-tests --bin fuzz -- [--quick] [--secs 600] [--seed N]
+//! [--out dir]`. Attacks a small net on every protocol for a bounded time, prints the figures,
+//! writes `fuzz.json`, `fuzz.md` and `fuzz.svg`, and exits 1 when a node crashed, leaked, panicked
+//! or lost ledger state (2 when the run itself failed). Re-runs itself with single-threaded
+//! compute (see `mycel_tests::process`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mycel_tests::fuzz::{self, FuzzConfig};
+
+/// Robustness fuzzing: random and mutated messages on every p2p protocol, RPC method and OpenAI
+/// route, while the nodes must stay up, bounded and consistent.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Short form: 40 s of attack (about 70 s in all); the test suite runs this.
+    #[arg(long)]
+    quick: bool,
+    /// Attack time in seconds (default: 600, or 40 with --quick).
+    #[arg(long)]
+    secs: Option<u64>,
+    /// Seed of the attackers' choices (the same seed sends the same messages; the nodes' timing is
+    /// real).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Multiplies every attack rate (default 1: about 30 messages a second in all).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Models cache holding the expert router's embedding model (all-minilm-l6-v2); without it the
+    /// shard node runs no router and the centroid topic has no subscriber.
+    #[arg(long, env = "MYCEL_TEST_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+    /// Directory for fuzz.json, fuzz.md and fuzz.svg.
+    #[arg(long, default_value = "target/simulations")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(code) = mycel_tests::process::rerun_with_single_threaded_compute() {
+        return code;
+    }
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let mut cfg = if args.quick {
+        FuzzConfig::quick()
+    } else {
+        FuzzConfig::full()
+    };
+    if let Some(s) = args.secs {
+        cfg.duration = Duration::from_secs(s);
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(r) = args.rate {
+        cfg.p2p_rate *= r;
+        cfg.peer_rate *= r;
+        cfg.http_rate *= r;
+    }
+    cfg.models_dir = args.models_dir.or_else(default_models_dir);
+    let progress = |line: &str| eprintln!("[fuzz] {line}");
+    let report = match fuzz::run(&cfg, &progress).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fuzz run failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", report.summary());
+    match mycel_tests::report::write(
+        &args.out,
+        "fuzz",
+        &report,
+        &report.to_markdown(),
+        &report.to_svg(),
+    ) {
+        Ok(paths) => {
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot write the report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if report.goals_met() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("a goal was missed");
+        ExitCode::FAILURE
+    }
+}
+
+/// The devnet's models cache, where `mycel-node pull` puts the embedding model.
+fn default_models_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mycel/dev-data/models"))
+}
+
+/// Node logs go to stderr, errors only unless `RUST_LOG` says otherwise (the attacks make nodes
+/// warn a lot, by design).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
