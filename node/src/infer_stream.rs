@@ -50,10 +50,12 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&bytes).await?;
+    // Length prefix and body in one write: each write on a muxed stream may become its own frame.
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, value).map_err(std::io::Error::other)?;
+    let len = u32::try_from(frame.len() - 4).map_err(std::io::Error::other)?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&frame).await?;
     w.flush().await
 }
 

@@ -135,12 +135,14 @@ impl FuzzConfig {
             duration: Duration::from_secs(600),
             seed: 0x6675_7a7a,
             nodes: 3,
-            p2p_rate: 12.0,
-            peer_rate: 6.0,
-            http_rate: 12.0,
+            p2p_rate: 20.0,
+            peer_rate: 10.0,
+            http_rate: 20.0,
             max_in_flight: 8,
             max_stalls: 6,
-            stall_hold_max: Duration::from_secs(15),
+            // Beyond the nodes' own deadlines (10 s for a stream's first frame, 20 s for a sync
+            // request, 30 s for an inference request), so the report shows which ones close.
+            stall_hold_max: Duration::from_secs(40),
             probe_interval: Duration::from_secs(5),
             probe_timeout: Duration::from_secs(20),
             rotate_every: Duration::from_secs(15),
@@ -152,10 +154,11 @@ impl FuzzConfig {
         }
     }
 
-    /// `--quick`, the test-suite form: 40 s of attack (about 70 s in all).
+    /// `--quick`, the test-suite form: 40 s of attack (about 70 s in all), stalls held 15 s.
     pub fn quick() -> Self {
         Self {
             duration: Duration::from_secs(40),
+            stall_hold_max: Duration::from_secs(15),
             ..Self::full()
         }
     }

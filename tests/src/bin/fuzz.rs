@@ -26,7 +26,7 @@ struct Args {
     /// real).
     #[arg(long)]
     seed: Option<u64>,
-    /// Multiplies every attack rate (default 1: about 30 messages a second in all).
+    /// Multiplies every attack rate (default 1: about 50 messages a second in all).
     #[arg(long)]
     rate: Option<f64>,
     /// Models cache holding the expert router's embedding model (all-minilm-l6-v2); without it the

@@ -246,6 +246,7 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
             let all = methods();
             let method = all[a.rng.below(all.len())];
             let valid = seeds::rpc_call(a.rng, a.ctx, a.key, method);
+            let excused = subscription_ids(&valid);
             let (body, m) = shaped(a.rng, &valid);
             let reply = exchange(
                 addr,
@@ -253,7 +254,9 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
                 REPLY_TIMEOUT,
             )
             .await;
-            let o = reply.as_ref().map_or(Outcome::Failed, judge_rpc);
+            let o = reply
+                .as_ref()
+                .map_or(Outcome::Failed, |r| judge_rpc(r, &excused));
             quote(a.tally, o, method, m, &body, reply.as_ref());
             ("rpc", method.to_string(), m, o)
         }
@@ -273,14 +276,18 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
                     c
                 })
                 .collect();
-            let (body, m) = shaped(a.rng, &Value::Array(calls));
+            let batch = Value::Array(calls);
+            let excused = subscription_ids(&batch);
+            let (body, m) = shaped(a.rng, &batch);
             let reply = exchange(
                 addr,
                 &request("POST", "/", "application/json", &body),
                 REPLY_TIMEOUT,
             )
             .await;
-            let o = reply.as_ref().map_or(Outcome::Failed, judge_rpc);
+            let o = reply
+                .as_ref()
+                .map_or(Outcome::Failed, |r| judge_rpc(r, &excused));
             quote(a.tally, o, "batch", m, &body, reply.as_ref());
             ("rpc", "batch".to_string(), m, o)
         }

@@ -121,7 +121,7 @@ pub fn shard_session(
         model: TINY_MODEL_ID.into(),
         from,
         to,
-        session: hex::encode(random32(rng)[..16].to_vec()),
+        session: hex::encode(&random32(rng)[..16]),
     };
     let mut frames = vec![(
         serde_json::to_value(&open).unwrap_or(Value::Null),
