@@ -43,6 +43,10 @@ bootstrap = []
 # Discover peers on the local network with mDNS.
 mdns = true
 
+# Act as a libp2p relay (circuit relay v2) for peers behind NATs. Every node is a relay client and
+# learns its NAT status (AutoNAT) and upgrades relayed connections by hole punching (DCUtR).
+relay_server = false
+
 # Address of the HTTP API: JSON-RPC 2.0 at POST /, OpenAI-compatible API under /v1.
 http = "127.0.0.1:7400"
 
@@ -128,6 +132,8 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// mDNS discovery on the local network. Default: on.
     pub mdns: bool,
+    /// Serve as a circuit relay v2 for other peers. Default: off.
+    pub relay_server: bool,
     /// HTTP API address. Default: [`DEFAULT_HTTP`].
     pub http: SocketAddr,
     /// Models to serve. Default: the registry's default chat model.
@@ -364,6 +370,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect(),
             bootstrap: Vec::new(),
             mdns: true,
+            relay_server: false,
             http: DEFAULT_HTTP
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7400))),

@@ -89,6 +89,8 @@ pub struct NetworkConfig {
     pub audit: Option<mpsc::Sender<AuditInbound>>,
     /// Consortium mode: admit only members ([`crate::membership`]). None: an open network.
     pub consortium: Option<Arc<membership::Consortium>>,
+    /// Serve as a libp2p relay (circuit relay v2) for other peers.
+    pub relay_server: bool,
     /// The expert router's inbox and its embedding dimension (none: centroid gossip is not
     /// subscribed). Verified updates are `try_send`ed; a full inbox drops them.
     pub centroids: Option<(usize, mpsc::Sender<crate::federation::Inbound>)>,
@@ -430,6 +432,14 @@ struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    /// NAT status from peers' dial-backs (public addresses only).
+    autonat: libp2p::autonat::Behaviour,
+    /// Reservations and circuits through relays (client side, always on).
+    relay_client: libp2p::relay::client::Behaviour,
+    /// Relay server for other peers (`relay_server = true`).
+    relay_server: Toggle<libp2p::relay::Behaviour>,
+    /// Hole punching of relayed connections.
+    dcutr: libp2p::dcutr::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -458,12 +468,15 @@ pub fn start(
     };
     let psk = cfg.consortium.as_ref().and_then(|c| c.psk());
     let consortium_on = gate.is_some();
+    let relay_server = cfg.relay_server;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.to_libp2p())
         .with_tokio()
         .with_other_transport(|k| membership::transport(k, psk))
         .map_err(|e| net_err(&e))?
+        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .map_err(|e| net_err(&e))?
         .with_behaviour(
-            |k| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+            |k, relay_client| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
                 let peer_id = k.public().to_peer_id();
                 let mut kad_cfg = kad::Config::new(StreamProtocol::new(wire::KAD_PROTOCOL));
                 // Records are stored only after `on_inbound_record` verified them.
@@ -554,6 +567,15 @@ pub fn start(
                             )),
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
+                    autonat: libp2p::autonat::Behaviour::new(
+                        peer_id,
+                        libp2p::autonat::Config::default(),
+                    ),
+                    relay_client,
+                    relay_server: Toggle::from(
+                        relay_server.then(|| libp2p::relay::Behaviour::new(peer_id, Default::default())),
+                    ),
+                    dcutr: libp2p::dcutr::Behaviour::new(peer_id),
                     kad,
                     gossipsub,
                     mdns: Toggle::from(mdns),
@@ -1121,6 +1143,17 @@ impl Actor {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                // A relay tells clients where it can be reached in each reservation: its own
+                // (direct, specific) listen addresses.
+                let direct = !address.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+                    && !address.iter().any(|p| match p {
+                        Protocol::Ip4(ip) => ip.is_unspecified(),
+                        Protocol::Ip6(ip) => ip.is_unspecified(),
+                        _ => false,
+                    });
+                if self.cfg.relay_server && direct {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen_tx.send_modify(|v| v.push(address));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {

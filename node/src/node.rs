@@ -1310,6 +1310,7 @@ impl RunningNode {
                 ledger_handle: ledger_slot.clone(),
                 audit: judges.then_some(audit_tx),
                 consortium,
+                relay_server: cfg.relay_server,
                 centroids: federation.as_ref().map(|f| (f.dim(), centroid_tx.clone())),
             },
             host.clone(),

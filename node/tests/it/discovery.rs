@@ -55,3 +55,52 @@ async fn a_did_resolves_to_its_nodes_addresses_through_the_dht() {
         n.shutdown().await;
     }
 }
+
+/// Circuit relay v2: R relays; A listens through R (a reservation); B, who only knows A's relayed
+/// address, connects to A through R.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_reachable_through_a_relay() {
+    use mycel_node::config::Config;
+    use mycel_node::{RunningNode, StartOptions};
+    let start = |config: Config| {
+        RunningNode::start(StartOptions {
+            shards: Default::default(),
+            models_dir: None,
+            key: Keypair::generate(),
+            config,
+            models: Default::default(),
+            info_file: None,
+            ledger: None,
+        })
+    };
+    let mut relay_cfg = Config::loopback(Vec::new());
+    relay_cfg.relay_server = true;
+    let r = start(relay_cfg).await.unwrap();
+    let r_addr = r.node.listen_addrs()[0].to_string();
+    let mut a_cfg = Config::loopback(vec![r_addr.clone()]);
+    a_cfg.listen.push(format!("{r_addr}/p2p-circuit"));
+    let a = start(a_cfg).await.unwrap();
+    let via_relay = format!("{r_addr}/p2p-circuit/p2p/{}", a.node.peer_id());
+    // A's reservation on R takes a moment; B dials A's relayed address until it connects.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b = start(Config::loopback(Vec::new())).await.unwrap();
+    loop {
+        let _ = b.node.network().dial(via_relay.parse().unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let peers = b.node.peers().await.unwrap();
+        if let Some(p) = peers
+            .iter()
+            .find(|p| p.peer_id == a.node.peer_id().to_base58())
+        {
+            assert!(
+                p.addrs.iter().any(|a| a.contains("/p2p-circuit")),
+                "B reached A, but not through the relay: {p:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never reached A through R");
+    }
+    for n in [b, a, r] {
+        n.shutdown().await;
+    }
+}

@@ -29,6 +29,9 @@ struct Args {
     /// Multiplies every attack rate (default 1: about 50 messages a second in all).
     #[arg(long)]
     rate: Option<f64>,
+    /// Seconds between two fresh identities of the gossip attacker (default 15).
+    #[arg(long)]
+    rotate_every: Option<u64>,
     /// Models cache holding the expert router's embedding model (all-minilm-l6-v2); without it the
     /// shard node runs no router and the centroid topic has no subscriber.
     #[arg(long, env = "MYCEL_TEST_MODELS_DIR")]
@@ -74,6 +77,9 @@ async fn run(args: Args) -> ExitCode {
         cfg.p2p_rate *= r;
         cfg.peer_rate *= r;
         cfg.http_rate *= r;
+    }
+    if let Some(s) = args.rotate_every {
+        cfg.rotate_every = Duration::from_secs(s.max(1));
     }
     cfg.models_dir = args.models_dir.or_else(default_models_dir);
     let progress = |line: &str| eprintln!("[fuzz] {line}");

@@ -127,7 +127,7 @@ fn get(path: &str) -> Vec<u8> {
 
 /// How a JSON-RPC reply over HTTP reads. `excused`: ids of calls to subscription methods, which
 /// jsonrpsee refuses over HTTP with an internal error (-32603) by design — a refusal, not a fault.
-fn judge_rpc(reply: &Reply, excused: &[Value]) -> Outcome {
+fn judge_rpc(reply: &Reply, excused: &dyn Fn(&Value) -> bool) -> Outcome {
     match reply.status {
         None if reply.eof => Outcome::Closed,
         None => Outcome::Timeout,
@@ -140,7 +140,7 @@ fn judge_rpc(reply: &Reply, excused: &[Value]) -> Outcome {
 }
 
 /// A JSON-RPC response (or batch) body: any internal error counts first, then any result.
-fn judge_json_rpc_text(text: &str, excused: &[Value]) -> Outcome {
+fn judge_json_rpc_text(text: &str, excused: &dyn Fn(&Value) -> bool) -> Outcome {
     let parsed: Option<Value> = serde_json::from_str(text.trim()).ok();
     let items: Vec<Value> = match parsed {
         Some(Value::Array(a)) => a,
@@ -154,7 +154,7 @@ fn judge_json_rpc_text(text: &str, excused: &[Value]) -> Outcome {
         .iter()
         .filter_map(|i| {
             let code = i["error"]["code"].as_i64()?;
-            Some(if code == INTERNAL_ERROR && excused.contains(&i["id"]) {
+            Some(if code == INTERNAL_ERROR && excused(&i["id"]) {
                 i64::from(jsonrpsee::types::error::INVALID_REQUEST_CODE)
             } else {
                 code
@@ -246,7 +246,8 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
             let all = methods();
             let method = all[a.rng.below(all.len())];
             let valid = seeds::rpc_call(a.rng, a.ctx, a.key, method);
-            let excused = subscription_ids(&valid);
+            // A mutation may change the id: any internal error of a subscription call is excused.
+            let subscription = WS_METHODS.contains(&method);
             let (body, m) = shaped(a.rng, &valid);
             let reply = exchange(
                 addr,
@@ -256,7 +257,7 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
             .await;
             let o = reply
                 .as_ref()
-                .map_or(Outcome::Failed, |r| judge_rpc(r, &excused));
+                .map_or(Outcome::Failed, |r| judge_rpc(r, &|_| subscription));
             quote(a.tally, o, method, m, &body, reply.as_ref());
             ("rpc", method.to_string(), m, o)
         }
@@ -285,9 +286,9 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
                 REPLY_TIMEOUT,
             )
             .await;
-            let o = reply
-                .as_ref()
-                .map_or(Outcome::Failed, |r| judge_rpc(r, &excused));
+            let o = reply.as_ref().map_or(Outcome::Failed, |r| {
+                judge_rpc(r, &|id| excused.contains(id))
+            });
             quote(a.tally, o, "batch", m, &body, reply.as_ref());
             ("rpc", "batch".to_string(), m, o)
         }
@@ -331,6 +332,7 @@ pub async fn attack(a: &mut HttpAttack<'_>, addr: SocketAddr) -> Outcome {
             let valid = seeds::rpc_call(a.rng, a.ctx, a.key, method);
             let (body, m) = shaped(a.rng, &valid);
             let o = websocket(a.rng, addr, &body).await;
+            quote(a.tally, o, method, m, &body, None);
             ("ws", method.to_string(), m, o)
         }
         _ => {
@@ -371,12 +373,15 @@ fn quote(
     if o != Outcome::ServerError {
         return;
     }
-    let head: String = String::from_utf8_lossy(&body[..body.len().min(160)]).into_owned();
-    let answer = reply.map(|r| (r.status, r.body_text())).unwrap_or_default();
-    tally.example(format!(
-        "{what} ({mutation}): HTTP {:?} {} <- {head}",
-        answer.0, answer.1
-    ));
+    let one_line = |b: &[u8]| String::from_utf8_lossy(b).replace(['\r', '\n'], " ");
+    let head = one_line(&body[..body.len().min(160)]);
+    let (status, answer) = reply
+        .map(|r| (r.status, one_line(&r.body)))
+        .unwrap_or_default();
+    tally.example(
+        format!("{what}/{mutation}"),
+        format!("{what} ({mutation}): HTTP {status:?} {answer} <- {head}"),
+    );
 }
 
 /// Requests that abuse HTTP itself.
@@ -638,19 +643,23 @@ mod tests {
             true,
         );
         assert_eq!(r.status, Some(200));
-        assert_eq!(judge_rpc(&r, &[]), Outcome::Accepted);
+        let none = |_: &Value| false;
+        assert_eq!(judge_rpc(&r, &none), Outcome::Accepted);
         let err = parse(
             b"HTTP/1.1 200 OK\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32602,\"message\":\"x\"}}".to_vec(),
             true,
         );
-        assert_eq!(judge_rpc(&err, &[]), Outcome::Refused);
+        assert_eq!(judge_rpc(&err, &none), Outcome::Refused);
         let internal = parse(
             b"HTTP/1.1 200 OK\r\n\r\n[{\"id\":1,\"error\":{\"code\":-32603}},{\"id\":2,\"result\":1}]"
                 .to_vec(),
             true,
         );
-        assert_eq!(judge_rpc(&internal, &[]), Outcome::ServerError);
-        assert_eq!(judge_rpc(&internal, &[json!(1)]), Outcome::Accepted);
+        assert_eq!(judge_rpc(&internal, &none), Outcome::ServerError);
+        assert_eq!(
+            judge_rpc(&internal, &|id| *id == json!(1)),
+            Outcome::Accepted
+        );
         assert_eq!(
             judge_http(&parse(b"HTTP/1.1 413 Too Large\r\n\r\n".to_vec(), true)),
             Outcome::Refused

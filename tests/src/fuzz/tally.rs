@@ -108,6 +108,7 @@ struct Inner {
     rows: BTreeMap<(&'static str, String), Counts>,
     mutations: BTreeMap<&'static str, u64>,
     examples: Vec<String>,
+    example_keys: std::collections::BTreeSet<String>,
 }
 
 /// The shared tally.
@@ -131,10 +132,11 @@ impl Tally {
         }
     }
 
-    /// Quotes a suspicious answer (kept up to a small bound).
-    pub fn example(&self, text: String) {
+    /// Quotes a suspicious answer, the first of each `key` (kept up to a small bound).
+    pub fn example(&self, key: String, text: String) {
         if let Ok(mut t) = self.inner.lock()
             && t.examples.len() < MAX_EXAMPLES
+            && t.example_keys.insert(key)
         {
             let clipped: String = text.chars().take(MAX_EXAMPLE_CHARS).collect();
             t.examples.push(clipped);
@@ -193,8 +195,11 @@ mod tests {
             (2, 1, 1)
         );
         assert_eq!(t.mutations()["valid"], 1);
+        t.example("a".into(), "first".into());
+        t.example("a".into(), "second".into());
+        assert_eq!(t.examples(), ["first"]);
         for i in 0..50 {
-            t.example(format!("{i}"));
+            t.example(format!("{i}"), format!("{i}"));
         }
         assert_eq!(t.examples().len(), MAX_EXAMPLES);
     }
