@@ -230,7 +230,6 @@ impl Pipeline {
     /// Replaces hop `i` by a chain covering the same layers, replaying its inputs.
     async fn failover(&mut self, i: usize) -> Result<()> {
         let failed = self.links.remove(i);
-        let _ = failed.stream;
         self.exclude.push(failed.hop.peer);
         for _ in 0..MAX_FAILOVER_ATTEMPTS {
             let offers = offers(&self.net, &self.model).await;

@@ -81,6 +81,45 @@ const MAX_PROBES: usize = 20_000;
 /// Prompts whose real hidden states the pipeline seeds carry.
 const HIDDEN_PROMPTS: [&[u32]; 3] = [&[1, 2, 3], &[7], &[5, 9, 11, 13, 17]];
 
+/// One attacker of a run (all run by default; a subset helps to find which one a leak follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attacker {
+    /// Raw libp2p streams on every protocol.
+    Streams,
+    /// Stalled libp2p streams.
+    Stalls,
+    /// Gossip and typed requests, with identity rotation.
+    Peer,
+    /// JSON-RPC, OpenAI routes, WebSocket, HTTP transport abuse.
+    Http,
+    /// Stalled HTTP connections.
+    HttpStalls,
+}
+
+impl Attacker {
+    /// Every attacker.
+    pub const ALL: [Attacker; 5] = [
+        Attacker::Streams,
+        Attacker::Stalls,
+        Attacker::Peer,
+        Attacker::Http,
+        Attacker::HttpStalls,
+    ];
+
+    /// Parses `streams`, `stalls`, `peer`, `http` or `http-stalls`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "streams" => Some(Attacker::Streams),
+            "stalls" => Some(Attacker::Stalls),
+            "peer" => Some(Attacker::Peer),
+            "http" => Some(Attacker::Http),
+            "http-stalls" => Some(Attacker::HttpStalls),
+            _ => None,
+        }
+    }
+}
+
 /// Parameters of a fuzz run.
 #[derive(Clone, Debug, Serialize)]
 pub struct FuzzConfig {
@@ -123,6 +162,8 @@ pub struct FuzzConfig {
     pub rss_growth_ratio: f64,
     /// … plus this many MiB.
     pub rss_slack_mib: f64,
+    /// The attackers that run (default: all; with fewer the coverage goal is missed).
+    pub attackers: Vec<Attacker>,
     /// Where the expert router's embedding model is cached (`None`, or not cached there: no
     /// router, and the centroid topic has no subscriber).
     pub models_dir: Option<PathBuf>,
@@ -150,6 +191,7 @@ impl FuzzConfig {
             settle: Duration::from_secs(20),
             rss_growth_ratio: 0.5,
             rss_slack_mib: 128.0,
+            attackers: Attacker::ALL.to_vec(),
             models_dir: None,
         }
     }
@@ -893,46 +935,59 @@ pub async fn run(cfg: &FuzzConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<F
     let rotations = Arc::new(AtomicU64::new(0));
     let me = raw_key.peer_id().to_bytes();
     let mut attackers = JoinSet::new();
-    attackers.spawn(raw_loop(
-        cfg.clone(),
-        sh.clone(),
-        raw_net.clone(),
-        me,
-        stop_rx.clone(),
-    ));
-    attackers.spawn(stall_loop(
-        cfg.clone(),
-        sh.clone(),
-        raw_net.clone(),
-        p2p_stalls.clone(),
-        stop_rx.clone(),
-    ));
-    attackers.spawn(peer_loop(
-        cfg.clone(),
-        sh.clone(),
-        identity.clone(),
-        stop_rx.clone(),
-    ));
-    attackers.spawn(rotate_loop(
-        cfg.clone(),
-        targets.clone(),
-        gossip_attacker,
-        identity.clone(),
-        rotations.clone(),
-        stop_rx.clone(),
-    ));
-    attackers.spawn(http_loop(
-        cfg.clone(),
-        sh.clone(),
-        raw_key.clone(),
-        stop_rx.clone(),
-    ));
-    attackers.spawn(http_stall_loop(
-        cfg.clone(),
-        sh.clone(),
-        http_stalls.clone(),
-        stop_rx.clone(),
-    ));
+    let runs = |a: Attacker| cfg.attackers.contains(&a);
+    if runs(Attacker::Streams) {
+        attackers.spawn(raw_loop(
+            cfg.clone(),
+            sh.clone(),
+            raw_net.clone(),
+            me,
+            stop_rx.clone(),
+        ));
+    }
+    if runs(Attacker::Stalls) {
+        attackers.spawn(stall_loop(
+            cfg.clone(),
+            sh.clone(),
+            raw_net.clone(),
+            p2p_stalls.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    if runs(Attacker::Peer) {
+        attackers.spawn(peer_loop(
+            cfg.clone(),
+            sh.clone(),
+            identity.clone(),
+            stop_rx.clone(),
+        ));
+        attackers.spawn(rotate_loop(
+            cfg.clone(),
+            targets.clone(),
+            gossip_attacker,
+            identity.clone(),
+            rotations.clone(),
+            stop_rx.clone(),
+        ));
+    } else {
+        gossip_attacker.stop().await;
+    }
+    if runs(Attacker::Http) {
+        attackers.spawn(http_loop(
+            cfg.clone(),
+            sh.clone(),
+            raw_key.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    if runs(Attacker::HttpStalls) {
+        attackers.spawn(http_stall_loop(
+            cfg.clone(),
+            sh.clone(),
+            http_stalls.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let prober = tokio::spawn(probe_loop(
         cfg.clone(),
         net.clone(),

@@ -29,6 +29,10 @@ struct Args {
     /// Multiplies every attack rate (default 1: about 50 messages a second in all).
     #[arg(long)]
     rate: Option<f64>,
+    /// Run only these attackers, comma-separated: streams, stalls, peer, http, http-stalls (to find
+    /// which one a problem follows; the coverage goal is then missed).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Seconds between two fresh identities of the gossip attacker (default 15).
     #[arg(long)]
     rotate_every: Option<u64>,
@@ -80,6 +84,19 @@ async fn run(args: Args) -> ExitCode {
     }
     if let Some(s) = args.rotate_every {
         cfg.rotate_every = Duration::from_secs(s.max(1));
+    }
+    if !args.only.is_empty() {
+        let mut chosen = Vec::new();
+        for name in &args.only {
+            match fuzz::Attacker::parse(name) {
+                Some(a) => chosen.push(a),
+                None => {
+                    eprintln!("--only {name}: not one of streams, stalls, peer, http, http-stalls");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        cfg.attackers = chosen;
     }
     cfg.models_dir = args.models_dir.or_else(default_models_dir);
     let progress = |line: &str| eprintln!("[fuzz] {line}");
