@@ -67,6 +67,13 @@ pub const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
 pub const SERVED_BY_HEADER: &str = "x-mycel-served-by";
 /// Most concurrent JSON-RPC WebSocket connections.
 const MAX_RPC_CONNECTIONS: u32 = 64;
+/// WebSocket ping period. jsonrpsee counts plain HTTP calls against [`MAX_RPC_CONNECTIONS`] too, so
+/// WebSockets that never go away would lock every JSON-RPC client out (429) for good.
+const WS_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+/// A WebSocket that answers no ping (nor anything else) for this long is closed: a vanished client
+/// or a silent squatter, found by the fuzz harness (tests/src/fuzz). Clients answer pings
+/// automatically.
+const WS_INACTIVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// `GET /metrics`: Prometheus (OpenMetrics text) scrape of the node's metrics.
 async fn metrics(axum::extract::State(node): axum::extract::State<Node>) -> impl IntoResponse {
@@ -115,6 +122,11 @@ pub fn router(node: Node) -> Result<Router> {
         .max_request_body_size(MAX_HTTP_BODY_BYTES as u32)
         .max_response_body_size(MAX_HTTP_BODY_BYTES as u32)
         .max_connections(MAX_RPC_CONNECTIONS)
+        .enable_ws_ping(
+            jsonrpsee::server::PingConfig::new()
+                .ping_interval(WS_PING_INTERVAL)
+                .inactive_limit(WS_INACTIVE_LIMIT),
+        )
         .build();
     let rpc_service = jsonrpsee::server::Server::builder()
         .set_config(server_cfg)

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use mycel_node::audit::AuditResponse;
+use mycel_node::ledger::wire::SyncResponse;
 use mycel_node::network::NetworkHandle;
 use mycel_node::wire::{InferErrorCode, InferResponse};
 
@@ -79,7 +81,6 @@ pub async fn attack(
             } else {
                 shaped_typed(rng, &seed)
             };
-            use mycel_node::ledger::wire::SyncResponse;
             let o = match tokio::time::timeout(ANSWER_TIMEOUT, net.sync(target.peer, req)).await {
                 Err(_) => Outcome::Timeout,
                 Ok(Err(_)) => Outcome::Failed,
@@ -96,7 +97,6 @@ pub async fn attack(
             } else {
                 shaped_typed(rng, &seed)
             };
-            use mycel_node::audit::AuditResponse;
             let o = match tokio::time::timeout(ANSWER_TIMEOUT, net.audit(target.peer, req)).await {
                 Err(_) => Outcome::Timeout,
                 Ok(Err(_)) => Outcome::Failed,

@@ -425,7 +425,7 @@ fn protobuf_shaped(rng: &mut SimRng, s: Shape, valid: Vec<u8>) -> (Vec<u8>, &'st
         // Protobuf has no JSON form: structural mutations act on the message behind the prefix,
         // which stays right, so the decoder reads the whole damaged message.
         Shape::Structural => {
-            let body = &valid[seeds_prefix_len(&valid)..];
+            let body = &valid[varint_prefix_len(&valid)..];
             let (b, n) = mutate::bytes(rng, body);
             (seeds::pb::framed(&b), n)
         }
@@ -434,7 +434,7 @@ fn protobuf_shaped(rng: &mut SimRng, s: Shape, valid: Vec<u8>) -> (Vec<u8>, &'st
 }
 
 /// Length of a varint prefix.
-fn seeds_prefix_len(framed: &[u8]) -> usize {
+fn varint_prefix_len(framed: &[u8]) -> usize {
     framed
         .iter()
         .position(|b| b & 0x80 == 0)
