@@ -1,23 +1,23 @@
-//! Scoring and auditing a worker's output.
+//! Teacher-forced scoring of a worker's output, for audits.
 //!
-//! Two rules (specs/models.md §5). [`ChatModel::verify`] feeds prompt + output through the model
-//! once and checks that every output token was a plausible choice: within the top-k of the
-//! model's logits, or within a logit margin of the best token. [`ChatModel::verify_replay`]
-//! replays the worker's sampler (its params and seed) along the worker's own numeric path and
-//! accepts when every emitted token is what the sampler could have drawn from logits within
-//! [`REPLAY_LOGIT_TOLERANCE`] of the validator's. Exact equality cannot be required: logits
-//! differ across weights (Q4_1 vs Q8_0) and kernels.
+//! A validator feeds prompt + output through the model once and checks that every output token
+//! was a plausible choice: within the top-k of the model's logits, or within a logit margin of
+//! the best token. Exact equality cannot be required (floating point differs across CPUs).
 
-use crate::chat::{ChatModel, Session};
+use candle_core::{D, Tensor};
+
+use crate::chat::ChatModel;
 use crate::error::{ModelsError, Result};
-use crate::llama::{PREFILL_CHUNK, StageInput, StageOutput};
-use crate::sampling::{ReplayPosition, SamplingParams, SplitMix64};
+use crate::llama::PREFILL_CHUNK;
+use crate::sampling::{SamplingParams, SplitMix64, draw_interval};
 
-/// Sampler replay: the largest logit drift (max norm over the vocabulary, per position) between
-/// the worker's and the validator's logits that the audit tolerates. Greedy params accept a
-/// token within `2 × REPLAY_LOGIT_TOLERANCE` of the best logit. Chosen from the measured drift
-/// between a Q4_1 worker and a Q8_0 validator (specs/models.md §5, `examples/verify_rates.rs`).
-pub const REPLAY_LOGIT_TOLERANCE: f32 = 0.5;
+/// Sampler replay, greedy claims: largest accepted gap between the best logit and the emitted
+/// token's logit (absorbs numeric drift between the worker's and the validator's weights).
+pub const REPLAY_GREEDY_MARGIN: f32 = 0.5;
+
+/// Sampler replay, sampled claims: largest accepted distance, on the normalised draw line
+/// [0, 1), between the replayed draw and the emitted token's interval.
+pub const REPLAY_DRAW_BAND: f64 = 0.02;
 
 /// How one output token scored.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,19 +62,40 @@ pub struct Verdict {
 }
 
 impl ChatModel {
-    /// Scores `output` as a continuation of `prompt` with one teacher-forced (batched) pass.
-    ///
-    /// The batched pass is fast but its logits are not the worker's: CPU kernels give results
-    /// that depend on how many positions run together, and the quantized matmuls amplify the
-    /// difference (specs/models.md §5). Use [`ChatModel::verify_replay`] to replay a sampler.
+    /// Scores `output` as a continuation of `prompt` with one teacher-forced pass.
     pub fn score(&self, prompt: &[u32], output: &[u32]) -> Result<Vec<TokenScore>> {
-        check_lengths(self, prompt, output)?;
+        let mut scores = Vec::with_capacity(output.len());
+        self.teacher_forced(prompt, output, |row, target| {
+            scores.push(score_row(row, target)?);
+            Ok(())
+        })?;
+        Ok(scores)
+    }
+
+    /// Feeds prompt + output once and calls `f(logits, target)` for each output token with the
+    /// logits that predicted it.
+    fn teacher_forced(
+        &self,
+        prompt: &[u32],
+        output: &[u32],
+        mut f: impl FnMut(&Tensor, u32) -> Result<()>,
+    ) -> Result<()> {
+        if prompt.is_empty() || output.is_empty() {
+            return Err(ModelsError::Tokenizer(
+                "score needs a prompt and an output".into(),
+            ));
+        }
         let all: Vec<u32> = prompt.iter().chain(output).copied().collect();
         // The last output token's logits are not needed.
         let fed = &all[..all.len() - 1];
         let mut session = self.new_session();
+        if fed.len() >= session.max_len() {
+            return Err(ModelsError::ContextOverflow {
+                prompt_tokens: all.len(),
+                limit: session.max_len(),
+            });
+        }
         let first_needed = prompt.len() - 1;
-        let mut scores = Vec::with_capacity(output.len());
         let mut pos = 0;
         for chunk in fed.chunks(PREFILL_CHUNK) {
             let logits = self.forward_all_logits(&mut session, chunk)?;
@@ -82,59 +103,77 @@ impl ChatModel {
                 if row < first_needed {
                     continue;
                 }
-                let l = logits.get(i)?.to_vec1::<f32>()?;
-                scores.push(score_logits(&l, all[row + 1])?);
+                f(&logits.get(i)?, all[row + 1])?;
             }
             pos += chunk.len();
         }
-        Ok(scores)
+        Ok(())
     }
 
-    /// Prepares sampler replays of outputs of `prompt` (specs/models.md §5): prefills the prompt
-    /// the way generation does, so that replays see the logits a worker with these weights saw.
-    pub fn replay_prompt(&self, prompt: &[u32]) -> Result<PromptReplay<'_>> {
-        if prompt.is_empty() {
-            return Err(ModelsError::Tokenizer("replay needs a prompt".into()));
-        }
-        let mut session = self.new_session();
-        if prompt.len() >= session.max_len() {
-            return Err(ModelsError::ContextOverflow {
-                prompt_tokens: prompt.len(),
-                limit: session.max_len(),
+    /// Per-token replay distances of `output` under the worker's claimed `params` (see
+    /// [`ChatModel::verify_replay`]): for greedy params the logit margin, otherwise the
+    /// distance on the normalised draw line between the replayed draw and the emitted token's
+    /// interval (0 inside it, infinity when the token is outside top_k). With the scores.
+    pub fn replay_distances(
+        &self,
+        prompt: &[u32],
+        output: &[u32],
+        params: &SamplingParams,
+    ) -> Result<(Vec<f64>, Vec<TokenScore>)> {
+        params.validate()?;
+        let greedy = params.temperature == 0.0 || params.top_k == Some(1);
+        let mut rng = SplitMix64::new(params.seed);
+        let mut scores = Vec::with_capacity(output.len());
+        let mut dist = Vec::with_capacity(output.len());
+        self.teacher_forced(prompt, output, |row, target| {
+            let score = score_row(row, target)?;
+            dist.push(if greedy {
+                f64::from(score.margin)
+            } else {
+                let u = rng.next_f64();
+                let logits = row.to_vec1::<f32>()?;
+                match draw_interval(&logits, params, target) {
+                    Some((lo, _)) if u < lo => lo - u,
+                    Some((_, hi)) if u >= hi => u - hi,
+                    Some(_) => 0.0,
+                    None => f64::INFINITY,
+                }
             });
-        }
-        let mut first = None;
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
-            first = Some(self.last_logits(&mut session, chunk)?);
-        }
-        let first = first.ok_or_else(|| ModelsError::Tokenizer("empty prompt".into()))?;
-        Ok(PromptReplay {
-            model: self,
-            session,
-            prompt_len: prompt.len(),
-            fed: Vec::new(),
-            logits: vec![first],
-        })
+            scores.push(score);
+            Ok(())
+        })?;
+        Ok((dist, scores))
     }
 
     /// Audits an output against the worker's claimed [`SamplingParams`] by replaying its
-    /// sampler (specs/models.md §5, "sampler replay").
+    /// sampler on this model's logits (specs/models.md §5, "sampler replay").
     ///
     /// `output` is what the worker emitted, followed by the stop token when it claims to have
-    /// stopped (so a truncated answer is caught at the claimed stop); a claim of
-    /// `max_tokens` must be checked by the caller. Each position's logits are computed like
-    /// the worker's (prompt prefill, then one token at a time), the seed's draw `u` is
-    /// regenerated (one per position for sampled params, none for greedy ones), and the emitted
-    /// token must be one the sampler could draw from logits within
-    /// [`REPLAY_LOGIT_TOLERANCE`] of these ([`ReplayPosition`]). Stops at the first rejected
-    /// position, so the verdict's scores end there.
+    /// stopped (so a truncated answer is caught at the claimed stop). Greedy params: every token
+    /// must be within [`REPLAY_GREEDY_MARGIN`] of the best logit. Otherwise the seed's draw `u`
+    /// for each position is regenerated (one draw per token, as the sampler does) and the
+    /// emitted token's interval on the draw line ([`crate::sampling::draw_interval`]) must lie
+    /// within [`REPLAY_DRAW_BAND`] of `u`. The verdict's `first_rejected` is the first failing
+    /// index.
     pub fn verify_replay(
         &self,
         prompt: &[u32],
         output: &[u32],
         params: &SamplingParams,
     ) -> Result<Verdict> {
-        self.replay_prompt(prompt)?.verify(output, params)
+        let greedy = params.temperature == 0.0 || params.top_k == Some(1);
+        let (dist, scores) = self.replay_distances(prompt, output, params)?;
+        let limit = if greedy {
+            f64::from(REPLAY_GREEDY_MARGIN)
+        } else {
+            REPLAY_DRAW_BAND
+        };
+        let first_rejected = dist.iter().position(|&d| d > limit);
+        Ok(Verdict {
+            accepted: first_rejected.is_none(),
+            first_rejected,
+            scores,
+        })
     }
 
     /// Scores and applies `policy`.
@@ -149,175 +188,19 @@ impl ChatModel {
             scores,
         })
     }
-
-    /// Feeds `ids` to the session and returns the last position's logits.
-    fn last_logits(&self, session: &mut Session, ids: &[u32]) -> Result<Vec<f32>> {
-        match self.forward_stage(session, StageInput::Tokens(ids))? {
-            StageOutput::Logits(l) => Ok(l.to_vec1::<f32>()?),
-            StageOutput::Hidden(_) => Err(ModelsError::LayerRange(
-                "this instance does not end at the last layer".into(),
-            )),
-        }
-    }
 }
 
-/// Sampler replays of outputs of one prompt (from [`ChatModel::replay_prompt`]).
-///
-/// Holds the prompt's KV cache and the logits of the output replayed last, so replays of
-/// outputs sharing a prefix (e.g. a receipt and its forgeries) recompute only from where they
-/// differ. A position's logits depend only on the tokens before it and are computed the same
-/// way whatever the order of replays.
-pub struct PromptReplay<'m> {
-    model: &'m ChatModel,
-    session: Session,
-    prompt_len: usize,
-    /// Output tokens in the cache after the prompt.
-    fed: Vec<u32>,
-    /// `logits[i]` predicts output token `i` (so `logits.len() == fed.len() + 1`).
-    logits: Vec<Vec<f32>>,
-}
-
-impl std::fmt::Debug for PromptReplay<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PromptReplay")
-            .field("prompt_len", &self.prompt_len)
-            .field("fed", &self.fed.len())
-            .finish()
-    }
-}
-
-/// Per-position outcome of [`PromptReplay::tolerances`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Replay {
-    /// For each replayed position, the smallest logit tolerance at which its token is admitted
-    /// ([`ReplayPosition::tolerance`]; for greedy params half the logit margin).
-    pub tolerances: Vec<f32>,
-    /// The positions' scores.
-    pub scores: Vec<TokenScore>,
-}
-
-impl PromptReplay<'_> {
-    /// The validator's logits predicting `output[i]` (`i < output.len()`), computed like the
-    /// worker's: one token at a time after the prompt, reusing what an earlier call cached.
-    pub fn logits(&mut self, output: &[u32], i: usize) -> Result<&[f32]> {
-        if i >= output.len() {
-            return Err(ModelsError::Tokenizer(format!(
-                "position {i} is past the output ({} tokens)",
-                output.len()
-            )));
-        }
-        self.logits_at(output, i)
-    }
-
-    fn logits_at(&mut self, output: &[u32], i: usize) -> Result<&[f32]> {
-        // Keep the cached part that `output` shares.
-        let common = self
-            .fed
-            .iter()
-            .zip(output)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(i);
-        if common < self.fed.len() {
-            self.fed.truncate(common);
-            self.logits.truncate(common + 1);
-            self.session.truncate(self.prompt_len + common);
-        }
-        while self.fed.len() < i {
-            let id = output[self.fed.len()];
-            if self.session.len() + 1 >= self.session.max_len() {
-                return Err(ModelsError::ContextOverflow {
-                    prompt_tokens: self.prompt_len + output.len(),
-                    limit: self.session.max_len(),
-                });
-            }
-            let l = self.model.last_logits(&mut self.session, &[id])?;
-            self.fed.push(id);
-            self.logits.push(l);
-        }
-        Ok(&self.logits[i])
-    }
-
-    /// Replays `output` under `params` and returns each position's required tolerance, stopping
-    /// after the first position whose tolerance exceeds `give_up_above`.
-    pub fn tolerances(
-        &mut self,
-        output: &[u32],
-        params: &SamplingParams,
-        give_up_above: f32,
-    ) -> Result<Replay> {
-        params.validate()?;
-        if output.is_empty() {
-            return Err(ModelsError::Tokenizer("replay needs an output".into()));
-        }
-        let greedy = params.temperature == 0.0 || params.top_k == Some(1);
-        let mut rng = SplitMix64::new(params.seed);
-        let mut tolerances = Vec::with_capacity(output.len());
-        let mut scores = Vec::with_capacity(output.len());
-        for (i, &token) in output.iter().enumerate() {
-            // One draw per position, as the sampler makes (none when greedy).
-            let u = if greedy { 0.0 } else { rng.next_f64() };
-            let logits = self.logits_at(output, i)?;
-            let pos = ReplayPosition::new(logits, params, token)
-                .ok_or_else(|| ModelsError::Tokenizer(format!("token id {token} out of range")))?;
-            scores.push(score_logits(logits, token)?);
-            let tol = pos.tolerance(u);
-            tolerances.push(tol);
-            if tol > give_up_above {
-                break;
-            }
-        }
-        Ok(Replay { tolerances, scores })
-    }
-
-    /// Applies the replay rule with [`REPLAY_LOGIT_TOLERANCE`] (see
-    /// [`ChatModel::verify_replay`]).
-    pub fn verify(&mut self, output: &[u32], params: &SamplingParams) -> Result<Verdict> {
-        let r = self.tolerances(output, params, REPLAY_LOGIT_TOLERANCE)?;
-        let first_rejected = r
-            .tolerances
-            .iter()
-            .position(|&t| t > REPLAY_LOGIT_TOLERANCE);
-        Ok(Verdict {
-            accepted: first_rejected.is_none(),
-            first_rejected,
-            scores: r.scores,
-        })
-    }
-}
-
-/// Rejects an empty prompt or output, and a pair that does not fit the context.
-fn check_lengths(model: &ChatModel, prompt: &[u32], output: &[u32]) -> Result<()> {
-    if prompt.is_empty() || output.is_empty() {
-        return Err(ModelsError::Tokenizer(
-            "score needs a prompt and an output".into(),
-        ));
-    }
-    let limit = model.max_context();
-    if prompt.len() + output.len() > limit {
-        return Err(ModelsError::ContextOverflow {
-            prompt_tokens: prompt.len() + output.len(),
-            limit,
-        });
-    }
-    Ok(())
-}
-
-fn score_logits(raw: &[f32], target: u32) -> Result<TokenScore> {
+fn score_row(logits: &Tensor, target: u32) -> Result<TokenScore> {
+    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?.to_vec1::<f32>()?;
+    let raw = logits.to_vec1::<f32>()?;
     let t = target as usize;
     let l = *raw
         .get(t)
         .ok_or_else(|| ModelsError::Tokenizer(format!("token id {target} out of range")))?;
     let best = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // log-softmax at temperature 1, in f64.
-    let sum: f64 = raw
-        .iter()
-        .filter(|x| !x.is_nan())
-        .map(|&x| (f64::from(x) - f64::from(best)).exp())
-        .sum();
     Ok(TokenScore {
         id: target,
-        logprob: ((f64::from(l) - f64::from(best)) - sum.ln()) as f32,
+        logprob: lsm[t],
         rank: raw.iter().filter(|&&x| x > l).count() as u32,
         margin: best - l,
     })

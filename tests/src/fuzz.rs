@@ -489,7 +489,12 @@ async fn stall_loop(
     flights.set.shutdown().await;
 }
 
+/// Half the stalls are held the whole `max` (beyond the nodes' deadlines, so whether the node
+/// closes them shows), the rest for a uniform time in [1 s, max].
 fn hold_time(rng: &mut SimRng, max: Duration) -> Duration {
+    if rng.below(2) == 0 {
+        return max;
+    }
     Duration::from_secs_f64(1.0 + rng.unit() * (max.as_secs_f64() - 1.0).max(0.0))
 }
 

@@ -4,4 +4,3 @@
 mod inference;
 mod pull;
 mod real_model;
-mod replay_probe;
