@@ -18,6 +18,7 @@ use libp2p::kad::{self, store::MemoryStore, store::RecordStore};
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::core::transport::ListenerId;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, mdns,
@@ -617,10 +618,12 @@ pub fn start(
             .subscribe(&IdentTopic::new(crate::experts::CENTROID_TOPIC))
             .map_err(|e| net_err(&e))?;
     }
+    let mut relayed = RelayedListens::default();
     for addr in &cfg.listen {
-        swarm
+        let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
+        relayed.listening(id, addr);
     }
     for model in host.model_ids() {
         swarm
@@ -700,6 +703,7 @@ pub fn start(
         stream_server,
         shard_server,
         gate,
+        relayed,
     };
     let task = tokio::spawn(actor.run(rx, answer_rx));
     Ok((
@@ -873,6 +877,58 @@ struct Actor {
     shard_server: tokio::task::JoinHandle<()>,
     /// Consortium mode: who proved membership (None: open network, everyone is admitted).
     gate: Option<Gatekeeper>,
+    relayed: RelayedListens,
+}
+
+/// First and longest wait before listening again through a relay whose reservation failed or ended.
+const RELAY_RETRY_FIRST: Duration = Duration::from_secs(1);
+const RELAY_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Listeners through a relay (`…/p2p-circuit` addresses from `listen`). A reservation can fail
+/// (the relay is not reachable yet, or has no address to offer yet) or lapse (the relay went away);
+/// the listener then closes, and the address is listened on again after a backoff that doubles up
+/// to [`RELAY_RETRY_MAX`]. Bounded by the configured addresses: one entry each.
+#[derive(Default)]
+struct RelayedListens {
+    active: HashMap<ListenerId, (Multiaddr, Duration)>,
+    retry: Vec<(Instant, Multiaddr, Duration)>,
+}
+
+impl RelayedListens {
+    fn listening(&mut self, id: ListenerId, addr: &Multiaddr) {
+        self.listening_with(id, addr.clone(), RELAY_RETRY_FIRST);
+    }
+
+    fn listening_with(&mut self, id: ListenerId, addr: Multiaddr, backoff: Duration) {
+        if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+            self.active.insert(id, (addr, backoff));
+        }
+    }
+
+    /// A listener closed: a relayed one is scheduled to listen again.
+    fn closed(&mut self, id: ListenerId, reason: Option<String>, now: Instant) {
+        if let Some((addr, backoff)) = self.active.remove(&id) {
+            let reason = reason.as_deref().unwrap_or("closed");
+            tracing::info!(%addr, reason, retry_in = ?backoff, "relay reservation ended");
+            self.retry.push((now + backoff, addr, backoff));
+        }
+    }
+
+    /// A reservation was accepted: the next failure starts the backoff afresh.
+    fn accepted(&mut self, id: ListenerId) {
+        if let Some((_, backoff)) = self.active.get_mut(&id) {
+            *backoff = RELAY_RETRY_FIRST;
+        }
+    }
+
+    /// The addresses due to be listened on again, with their next backoff.
+    fn due(&mut self, now: Instant) -> Vec<(Multiaddr, Duration)> {
+        let (due, wait): (Vec<_>, Vec<_>) = self.retry.drain(..).partition(|(at, ..)| *at <= now);
+        self.retry = wait;
+        due.into_iter()
+            .map(|(_, addr, backoff)| (addr, (backoff * 2).min(RELAY_RETRY_MAX)))
+            .collect()
+    }
 }
 
 impl Actor {
@@ -898,6 +954,7 @@ impl Actor {
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = heartbeat.tick() => {
+                    self.relisten_through_relays();
                     self.publish_heartbeat();
                     self.cfg.metrics.peers_up.set(self.peers.up_count(Instant::now()) as i64);
                 }
@@ -1138,10 +1195,25 @@ impl Actor {
         };
     }
 
+    fn relisten_through_relays(&mut self) {
+        for (addr, backoff) in self.relayed.due(Instant::now()) {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => self.relayed.listening_with(id, addr, backoff),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot listen through the relay again");
+                }
+            }
+        }
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.cfg.metrics.libp2p.0.record(&event);
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
+                self.relayed.accepted(listener_id);
                 tracing::info!(%address, "listening");
                 // A relay tells clients where it can be reached in each reservation: its own
                 // (direct, specific) listen addresses.
@@ -1155,6 +1227,14 @@ impl Actor {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.listen_tx.send_modify(|v| v.push(address));
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = reason.err().map(|e| e.to_string());
+                self.relayed.closed(listener_id, reason, Instant::now());
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_tx.send_modify(|v| v.retain(|a| *a != address));
@@ -1795,5 +1875,35 @@ impl Actor {
             };
             let _ = answers.send((channel, resp)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_relayed_listener_is_retried_with_a_doubling_backoff() {
+        let mut relayed = RelayedListens::default();
+        let circuit: Multiaddr = "/ip4/127.0.0.1/tcp/1/p2p-circuit".parse().unwrap();
+        let direct: Multiaddr = "/ip4/127.0.0.1/tcp/2".parse().unwrap();
+        let (a, b, c) = (ListenerId::next(), ListenerId::next(), ListenerId::next());
+        relayed.listening(a, &circuit);
+        relayed.listening(b, &direct);
+        let t0 = Instant::now();
+        relayed.closed(b, None, t0);
+        relayed.closed(a, Some("no addresses".into()), t0);
+        assert!(relayed.due(t0).is_empty(), "retried before its backoff");
+        let due = relayed.due(t0 + RELAY_RETRY_FIRST);
+        assert_eq!(due, vec![(circuit.clone(), RELAY_RETRY_FIRST * 2)]);
+        // Failing again keeps doubling up to the cap; an accepted reservation starts afresh.
+        relayed.listening_with(c, circuit.clone(), RELAY_RETRY_MAX);
+        relayed.closed(c, None, t0);
+        let due = relayed.due(t0 + RELAY_RETRY_MAX);
+        assert_eq!(due, vec![(circuit.clone(), RELAY_RETRY_MAX)]);
+        relayed.listening_with(c, circuit, RELAY_RETRY_MAX);
+        relayed.accepted(c);
+        relayed.closed(c, None, t0);
+        assert!(relayed.due(t0 + RELAY_RETRY_FIRST).len() == 1);
     }
 }
