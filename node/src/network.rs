@@ -1885,8 +1885,8 @@ mod tests {
     #[test]
     fn a_closed_relayed_listener_is_retried_with_a_doubling_backoff() {
         let mut relayed = RelayedListens::default();
-        let circuit: Multiaddr = "/ip4/127.0.0.1/tcp/1/p2p-circuit".parse().unwrap();
-        let direct: Multiaddr = "/ip4/127.0.0.1/tcp/2".parse().unwrap();
+        let circuit: Multiaddr = "/ip4/127.0.0.1/tcp/1/p2p-circuit".parse().expect("addr");
+        let direct: Multiaddr = "/ip4/127.0.0.1/tcp/2".parse().expect("addr");
         let (a, b, c) = (ListenerId::next(), ListenerId::next(), ListenerId::next());
         relayed.listening(a, &circuit);
         relayed.listening(b, &direct);
