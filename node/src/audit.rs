@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use mycel_identity::domains;
+use mycel_ledger::AccountId;
 use mycel_ledger::block::SignerSig;
 use mycel_ledger::receipt::verdict_message;
 use mycel_models::{ChatMessage, VerifyPolicy};
@@ -36,6 +37,10 @@ pub const MAX_AUDIT_REQUEST_BYTES: u64 = 1024 * 1024;
 pub const MAX_AUDIT_RESPONSE_BYTES: u64 = 4 * 1024;
 /// Deadline of one audit (a validator scores the whole answer once).
 pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Rounds of asking the validators that have not judged yet, and the pause before the second
+/// (doubling after each round).
+const AUDIT_ROUNDS: u32 = 4;
+const AUDIT_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Audits a validator runs at once; more are refused as busy.
 pub const MAX_CONCURRENT_AUDITS: usize = 2;
 /// Inbound audit requests queued for the auditor task.
@@ -172,6 +177,50 @@ async fn judge(
     })
 }
 
+/// Asks one validator for its verdict; None when it refused, failed or timed out.
+async fn ask(
+    net: &NetworkHandle,
+    v: AccountId,
+    request: AuditRequest,
+) -> Option<(AccountId, bool, mycel_identity::Signature)> {
+    let peer = v.did().ok()?.peer_id();
+    let resp = tokio::time::timeout(AUDIT_TIMEOUT, net.audit(peer, request))
+        .await
+        .ok()?
+        .ok()?;
+    match resp {
+        AuditResponse::Verdict { accept, signature } => {
+            let sig: [u8; 64] = signature.as_slice().try_into().ok()?;
+            Some((v, accept, mycel_identity::Signature::from_bytes(sig)))
+        }
+        AuditResponse::Refused(why) => {
+            tracing::info!(validator = %v, %why, "validator did not judge");
+            None
+        }
+    }
+}
+
+/// The verdicts among `answers` that say `accept` and carry a valid signature.
+fn agreeing(
+    answers: &[(AccountId, bool, mycel_identity::Signature)],
+    hash: &[u8; 32],
+    accept: bool,
+) -> Vec<SignerSig> {
+    let message = verdict_message(hash, accept);
+    answers
+        .iter()
+        .filter(|(_, a, _)| *a == accept)
+        .filter(|(v, _, sig)| {
+            v.public_key()
+                .is_ok_and(|k| k.verify(domains::VERDICT, &message, sig).is_ok())
+        })
+        .map(|(v, _, sig)| SignerSig {
+            signer: *v,
+            signature: *sig,
+        })
+        .collect()
+}
+
 /// The requester side: asks every drawn validator (other than the job's parties) and acts once
 /// verdicts of 2/3 of the seats agree.
 pub async fn drive(
@@ -197,57 +246,51 @@ pub async fn drive(
         output: answer.text.clone(),
         token_ids: answer.token_ids.clone(),
     };
-    let asks = validators.into_iter().map(|v| {
-        let (net, request) = (net.clone(), request.clone());
-        async move {
-            let did = v.did().ok()?;
-            let peer = did.peer_id();
-            let resp = tokio::time::timeout(AUDIT_TIMEOUT, net.audit(peer, request))
-                .await
-                .ok()?
-                .ok()?;
-            match resp {
-                AuditResponse::Verdict { accept, signature } => {
-                    let sig: [u8; 64] = signature.as_slice().try_into().ok()?;
-                    Some((v, accept, mycel_identity::Signature::from_bytes(sig)))
+    // Validators that refused (the escrow had not reached them yet, say) or did not answer are asked
+    // again, after a growing pause, until 2/3 of the seats agree or the rounds run out.
+    let hash = r.hash();
+    let mut answers: Vec<(AccountId, bool, mycel_identity::Signature)> = Vec::new();
+    let mut pending = validators;
+    for round in 0..AUDIT_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(AUDIT_RETRY_PAUSE * (1 << (round - 1))).await;
+        }
+        let asks = pending.iter().map(|v| ask(&net, *v, request.clone()));
+        let got: Vec<_> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        pending.retain(|v| !got.iter().any(|(a, ..)| a == v));
+        answers.extend(got);
+        for accept in [true, false] {
+            let verdicts = agreeing(&answers, &hash, accept);
+            let seats: usize = verdicts.iter().map(|v| draw.seats_of(&v.signer)).sum();
+            if draw.is_quorum(seats) {
+                let outcome = AuditVerdicts {
+                    settled: settled.clone(),
+                    accept,
+                    verdicts,
+                };
+                match ledger.audit_outcome(outcome).await {
+                    Ok(()) => tracing::info!(escrow = %r.escrow, accept, "audit settled"),
+                    Err(e) => tracing::warn!(error = %e, "audit outcome not applied"),
                 }
-                AuditResponse::Refused(why) => {
-                    tracing::info!(validator = %v, %why, "validator did not judge");
-                    None
-                }
+                return;
             }
         }
-    });
-    let answers = futures::future::join_all(asks).await;
-    let hash = r.hash();
-    for accept in [true, false] {
-        let message = verdict_message(&hash, accept);
-        let verdicts: Vec<SignerSig> = answers
-            .iter()
-            .flatten()
-            .filter(|(_, a, _)| *a == accept)
-            .filter(|(v, _, sig)| {
-                v.public_key()
-                    .is_ok_and(|k| k.verify(domains::VERDICT, &message, sig).is_ok())
-            })
-            .map(|(v, _, sig)| SignerSig {
-                signer: *v,
-                signature: *sig,
-            })
-            .collect();
-        let seats: usize = verdicts.iter().map(|v| draw.seats_of(&v.signer)).sum();
-        if draw.is_quorum(seats) {
-            let outcome = AuditVerdicts {
-                settled: settled.clone(),
-                accept,
-                verdicts,
-            };
-            match ledger.audit_outcome(outcome).await {
-                Ok(()) => tracing::info!(escrow = %r.escrow, accept, "audit settled"),
-                Err(e) => tracing::warn!(error = %e, "audit outcome not applied"),
-            }
-            return;
+        if pending.is_empty() {
+            break;
         }
     }
-    tracing::info!(escrow = %r.escrow, "audit inconclusive: too few verdicts agreed");
+    let said: Vec<String> = answers
+        .iter()
+        .map(|(v, a, _)| format!("{v}: {a}"))
+        .collect();
+    tracing::info!(
+        escrow = %r.escrow,
+        seats = ?draw.seats,
+        verdicts = ?said,
+        "audit inconclusive: too few verdicts agreed"
+    );
 }

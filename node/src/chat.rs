@@ -562,6 +562,18 @@ impl ModelHost {
             return Err(NodeError::Busy("the node is shutting down".into()));
         }
         let (model, job) = self.resolve(job)?;
+        // A prompt that does not fit is the caller's error, found before a slot is taken (inside
+        // the generation it would only surface as a failed job).
+        let prompt_tokens = model.encode_chat(&job.messages)?.len();
+        if prompt_tokens >= model.max_context() {
+            return Err(NodeError::InvalidRequest(
+                mycel_models::ModelsError::ContextOverflow {
+                    prompt_tokens,
+                    limit: model.max_context(),
+                }
+                .to_string(),
+            ));
+        }
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

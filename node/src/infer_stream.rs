@@ -195,6 +195,7 @@ async fn serve_one(
         match host.start(job.clone()).await {
             Ok(rx) => Ok(rx),
             Err(NodeError::Busy(m)) => Err(refuse(InferErrorCode::Busy, m)),
+            Err(NodeError::InvalidRequest(m)) => Err(refuse(InferErrorCode::InvalidRequest, m)),
             Err(e) => Err(refuse(InferErrorCode::Failed, e.to_string())),
         }
     };

@@ -1870,6 +1870,7 @@ impl Actor {
             let resp = match tokio::time::timeout(deadline, run).await {
                 Ok(Ok(answer)) => InferResponse::Answer(answer),
                 Ok(Err(NodeError::Busy(m))) => refuse(InferErrorCode::Busy, m),
+                Ok(Err(NodeError::InvalidRequest(m))) => refuse(InferErrorCode::InvalidRequest, m),
                 Ok(Err(e)) => refuse(InferErrorCode::Failed, e.to_string()),
                 Err(_) => refuse(InferErrorCode::Failed, "deadline exceeded".into()),
             };

@@ -1404,15 +1404,7 @@ impl RunningNode {
         }
         let (http_stop, stop_rx) = oneshot::channel();
         let app = crate::http::router(node.clone())?;
-        let http_task = tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let http_task = tokio::spawn(crate::http::serve(listener, app, stop_rx));
         if let Some(path) = &opts.info_file {
             let json = serde_json::to_vec_pretty(&node.info())
                 .map_err(|e| NodeError::Config(e.to_string()))?;

@@ -6,6 +6,7 @@ mod ledger;
 mod membership;
 mod openai;
 mod rpc;
+mod serve;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -19,6 +20,7 @@ use crate::node::Node;
 
 pub use ledger::{block_view, parse_account};
 pub use openai::{ErrorBody, ErrorObject};
+pub use serve::{BODY_IDLE_TIMEOUT, HEADER_READ_TIMEOUT, serve};
 
 /// Who is calling, as JSON-RPC methods see it (inserted into each request's extensions): state-changing
 /// methods require a trusted caller — a loopback client, or one presenting the node's bearer token.
@@ -105,6 +107,41 @@ async fn no_reply_to_notifications(resp: axum::response::Response) -> axum::resp
     }
 }
 
+/// The answer to a JSON-RPC request whose body could not be read: 413 over the size limit, 408 when
+/// it stopped arriving, 400 otherwise; the body is a JSON-RPC error response (id null).
+fn body_error(e: &axum::Error) -> axum::response::Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let (mut status, mut code, mut what) = (
+        StatusCode::BAD_REQUEST,
+        jsonrpsee::types::error::PARSE_ERROR_CODE,
+        "Parse error: malformed request body",
+    );
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            (status, code, what) = (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpsee::types::error::INVALID_REQUEST_CODE,
+                "Invalid Request: body too large",
+            );
+            break;
+        }
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            (status, what) = (
+                StatusCode::REQUEST_TIMEOUT,
+                "Parse error: the request body stopped arriving",
+            );
+            break;
+        }
+        source = err.source();
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": what},
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 /// Builds the router for a node.
 pub fn router(node: Node) -> Result<Router> {
     let mut module = rpc::module(node.clone())
@@ -139,6 +176,15 @@ pub fn router(node: Node) -> Result<Router> {
         let who = caller(&rpc_node, &req);
         req.extensions_mut().insert(who);
         async move {
+            // The body is read here, under the size limit and the idle timeout, so that a body that
+            // breaks off (a stall, bad chunked encoding) is answered as the client's fault, not as
+            // jsonrpsee's "Internal error".
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, MAX_HTTP_BODY_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(e) => return body_error(&e),
+            };
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
             match svc.call(req).await {
                 Ok(resp) => no_reply_to_notifications(resp.into_response()).await,
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

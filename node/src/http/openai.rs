@@ -26,6 +26,9 @@ use crate::node::{ChatStream, Node};
 
 /// Capacity of the channel feeding one SSE response.
 const SSE_CHANNEL_CAPACITY: usize = 64;
+/// How [`mycel_models::ModelsError::ContextOverflow`] reads, locally or relayed by a provider as
+/// an invalid request: answered with OpenAI's `context_length_exceeded` code.
+const CONTEXT_OVERFLOW: &str = "context length exceeded";
 
 /// OpenAI's error envelope: `{"error": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +85,12 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let msg = e.to_string();
         match e {
+            NodeError::InvalidRequest(m) if m.starts_with(CONTEXT_OVERFLOW) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                msg,
+            ),
             NodeError::InvalidRequest(_) => Self::invalid(msg),
             NodeError::ModelNotFound(_) => Self::new(
                 StatusCode::NOT_FOUND,

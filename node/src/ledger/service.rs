@@ -13,6 +13,7 @@ use mycel_ledger::emission;
 use mycel_ledger::quorum::EpochInfo;
 use mycel_ledger::receipt::RECEIPT_LEN;
 use mycel_ledger::receipt::verdict_message;
+use mycel_ledger::state::EscrowStatus;
 use mycel_ledger::{
     AccountId, Block, BlockHash, ChainView, Credits, Dependency, Genesis, JobId, LedgerError,
     Processed, QuorumCert, RedbStore, StoredLedger, Vote, Wallet, WorkReceipt,
@@ -50,11 +51,18 @@ const ESCROW_MIN_SECS: u64 = 120;
 const MAX_RECEIVES_PER_TICK: usize = 8;
 /// Every this many ticks the gossipsub application scores are refreshed.
 const APP_SCORE_TICKS: u64 = 5;
-/// Ticks a non-designated representative waits before posting a ready Mint itself (a second Mint of
-/// an epoch is invalid, so the backup waits long enough for the designated poster to be seen).
+/// Ticks the n-th member of a table (by account) waits, times n, before posting a ready Mint itself
+/// (a second Mint of an epoch is invalid, so each backup waits long enough for the one before it
+/// to be seen).
 const MINT_BACKUP_TICKS: u32 = 30;
-/// Ticks a non-designated representative waits before posting a ready checkpoint itself.
+/// The same for a ready checkpoint (a duplicate checkpoint is a no-op).
 const CHECKPOINT_BACKUP_TICKS: u32 = 3;
+/// Every this many ticks, receipts and accepting verdicts whose escrow is still open are gossiped
+/// again: the worker claims only once one reaches it, and a gossip publish can be lost (no peer in
+/// the topic's mesh yet, or the worker had not seen the escrow yet).
+const REGOSSIP_TICKS: u64 = 5;
+/// Most such messages kept for re-gossip (the oldest is dropped first).
+const MAX_REGOSSIP: usize = 256;
 
 /// Seconds since the Unix epoch.
 pub(super) fn unix_now() -> u64 {
@@ -94,6 +102,9 @@ pub(super) struct Service {
     outbox: VecDeque<(&'static str, Vec<u8>)>,
     score_updates: VecDeque<Vec<(PeerId, f64)>>,
     ticks: u64,
+    /// As a requester: the latest receipt or verdicts message of each escrow, re-gossiped until
+    /// the escrow is settled or expires ([`REGOSSIP_TICKS`], bounded by [`MAX_REGOSSIP`]).
+    regossip: VecDeque<(BlockHash, Vec<u8>)>,
 }
 
 impl Service {
@@ -132,6 +143,7 @@ impl Service {
             outbox: VecDeque::new(),
             score_updates: VecDeque::new(),
             ticks: 0,
+            regossip: VecDeque::new(),
         };
         // Blocks applied but not confirmed before a restart are elected again.
         this.rebuild_elections();
@@ -183,6 +195,32 @@ impl Service {
 
     fn publish(&mut self, topic: &'static str, data: Vec<u8>) {
         self.outbox.push_back((topic, data));
+    }
+
+    /// Gossips a message the worker of `escrow` needs to claim, and keeps it (replacing an earlier
+    /// one for the same escrow) for re-gossip.
+    fn publish_for_worker(&mut self, escrow: BlockHash, message: Vec<u8>) {
+        self.publish(VOTES_TOPIC, message.clone());
+        self.regossip.retain(|(e, _)| *e != escrow);
+        if self.regossip.len() >= MAX_REGOSSIP {
+            self.regossip.pop_front();
+        }
+        self.regossip.push_back((escrow, message));
+    }
+
+    /// Re-gossips the kept messages whose escrow is still open and claimable; forgets the others.
+    fn regossip_for_workers(&mut self) {
+        let now = self.now_epoch();
+        let ledger = self.ledger.ledger();
+        self.regossip.retain(|(escrow, _)| {
+            ledger
+                .escrow(escrow)
+                .is_some_and(|e| e.status == EscrowStatus::Open && e.expires_epoch >= now)
+        });
+        let messages: Vec<Vec<u8>> = self.regossip.iter().map(|(_, m)| m.clone()).collect();
+        for m in messages {
+            self.publish(VOTES_TOPIC, m);
+        }
     }
 
     fn publish_votes(&mut self, votes: &[Vote]) {
@@ -917,7 +955,10 @@ impl Service {
             receipt,
             worker_sig,
         };
-        self.publish(VOTES_TOPIC, VotesMessage::Receipt(settled.clone()).encode());
+        self.publish_for_worker(
+            settled.receipt.escrow,
+            VotesMessage::Receipt(settled.clone()).encode(),
+        );
         // The draw depends on the countersignature just made (specs/ledger.md §7): the worker could
         // not know it before it signed the receipt.
         let audit = self
@@ -965,8 +1006,9 @@ impl Service {
         verdicts.sort_by_key(|s| s.signer);
         if v.accept {
             // The worker claims with these; gossip reaches it wherever it is.
-            self.publish(
-                VOTES_TOPIC,
+            let escrow = v.settled.receipt.escrow;
+            self.publish_for_worker(
+                escrow,
                 VotesMessage::Verdicts(AuditVerdicts { verdicts, ..v }).encode(),
             );
             return Ok(());
@@ -987,6 +1029,15 @@ impl Service {
     /// once the requester gossips the validators' accepting verdicts.
     fn claim(&mut self, settled: &SettledReceipt, verdicts: Vec<SignerSig>) {
         let escrow = settled.receipt.escrow;
+        // Requesters re-gossip until they see the claim: one already made (or too late) is done.
+        let open = self
+            .ledger
+            .ledger()
+            .escrow(&escrow)
+            .map(|e| e.status);
+        if open.is_some_and(|s| s != EscrowStatus::Open) {
+            return;
+        }
         let Some(draw) = self
             .ledger
             .ledger()
@@ -996,7 +1047,7 @@ impl Service {
             return;
         };
         if draw.audited && verdicts.is_empty() {
-            tracing::info!(%escrow, "job drawn for audit: claiming once the verdicts arrive");
+            tracing::debug!(%escrow, "job drawn for audit: claiming once the verdicts arrive");
             return;
         }
         let mut verdicts = verdicts;
@@ -1210,6 +1261,9 @@ impl Service {
         self.ticks += 1;
         // Roots that stay open (their votes went by while this node was away) are asked of peers:
         // a peer holding the block confirmed answers with its certificate.
+        if self.ticks.is_multiple_of(REGOSSIP_TICKS) {
+            self.regossip_for_workers();
+        }
         if self.ticks.is_multiple_of(STALE_ELECTION_TICKS) {
             let stale: Vec<BlockHash> = self
                 .elections
@@ -1376,8 +1430,14 @@ impl Service {
                 ShareKind::Checkpoint => CHECKPOINT_BACKUP_TICKS,
                 ShareKind::Mint => MINT_BACKUP_TICKS,
             };
-            let designated = set.sigs.keys().next() == Some(&self.account);
-            if EpochInfo::is_quorum(w, info.total) && (designated || set.ready_ticks >= backup) {
+            // The poster is fixed by the table, not by the signatures this node happens to hold
+            // (two nodes each lowest among what they had both posted a Mint, and a second Mint of
+            // an epoch is invalid): the first member posts at once, the n-th after n backup delays.
+            let Some(rank) = info.table.iter().position(|(a, _)| *a == self.account) else {
+                continue;
+            };
+            let wait = backup.saturating_mul(u32::try_from(rank).unwrap_or(u32::MAX));
+            if EpochInfo::is_quorum(w, info.total) && set.ready_ticks >= wait {
                 ready.push(*key);
             }
         }

@@ -161,6 +161,13 @@ async fn bad_requests_get_openai_errors_with_4xx() {
         let r = post(endpoint.clone(), body.clone()).await;
         assert_openai_error(r.status, &r.body, status, code);
     }
+    // A prompt longer than the model's context, at the provider and relayed through B.
+    let long = "many words ".repeat(5_000);
+    let too_long = chat_body(json!({"messages": [{"role": "user", "content": long}]}));
+    for node in [&pair.a, &pair.b] {
+        let r = post(url(node, "/v1/chat/completions"), too_long.clone()).await;
+        assert_openai_error(r.status, &r.body, 400, Some("context_length_exceeded"));
+    }
     // The provider validates too: unknown model straight at A.
     let r = post(
         url(&pair.a, "/v1/chat/completions"),

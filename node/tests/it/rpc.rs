@@ -533,3 +533,72 @@ async fn bearer_token_gate_trusts_loopback_and_checks_others() {
     );
     node.shutdown().await;
 }
+
+/// Slow clients cannot pin connections: unfinished headers are cut off after the header timeout,
+/// a body that stops arriving fails the request, and an idle keep-alive connection is closed; a
+/// normal request on a fresh connection is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_http_clients_are_cut_off() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use mycel_node::http::{BODY_IDLE_TIMEOUT, HEADER_READ_TIMEOUT};
+
+    let pair = Pair::start().await;
+    let addr = pair.a.http_addr;
+    // Sends `first`, then waits (at most `limit`) for the server to close; returns what it answered.
+    let hold = |first: &'static [u8], limit: Duration| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(first).await.expect("write");
+        let started = Instant::now();
+        let mut reply = Vec::new();
+        let closed = tokio::time::timeout(limit, s.read_to_end(&mut reply)).await;
+        assert!(closed.is_ok(), "still open after {limit:?}: {first:?}");
+        (
+            String::from_utf8_lossy(&reply).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let limit = HEADER_READ_TIMEOUT.max(BODY_IDLE_TIMEOUT) + Duration::from_secs(5);
+    let headers = hold(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: applic", limit);
+    let body = hold(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"jsonrpc\"",
+        limit,
+    );
+    let idle = hold(
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        HEADER_READ_TIMEOUT + Duration::from_secs(5),
+    );
+    let chunked = hold(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n",
+        limit,
+    );
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"mycel_nodeInfo","params":[]}"#;
+        crate::harness::post(url(&pair.a, "/"), body.to_string()).await
+    };
+    let ((headers, t_headers), (body, t_body), (idle, t_idle), (chunked, _), reply) =
+        tokio::join!(headers, body, idle, chunked, meanwhile);
+    assert!(
+        chunked.starts_with("HTTP/1.1 400") && chunked.contains("-32700"),
+        "bad chunked encoding is a parse error: {chunked}"
+    );
+    assert_eq!(reply.status, 200, "a normal call is answered meanwhile");
+    assert!(t_headers >= HEADER_READ_TIMEOUT - Duration::from_secs(1));
+    assert!(
+        headers.is_empty() || headers.starts_with("HTTP/1.1 408"),
+        "{headers}"
+    );
+    assert!(t_body >= BODY_IDLE_TIMEOUT - Duration::from_secs(1));
+    assert!(
+        body.starts_with("HTTP/1.1 408") && body.contains("-32700"),
+        "a stalled body is a parse error: {body}"
+    );
+    // The idle connection got its answer first, then was closed for sending no next request.
+    assert!(idle.starts_with("HTTP/1.1 200"), "{idle}");
+    assert!(t_idle >= HEADER_READ_TIMEOUT - Duration::from_secs(1));
+    pair.shutdown().await;
+}
