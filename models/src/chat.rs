@@ -323,6 +323,14 @@ fn check_layers(model: &VerifiedModel, n_layer: u32) -> Result<()> {
     Ok(())
 }
 
+/// The hyper-parameters in a GGUF file's metadata (layers, widths, context), without loading
+/// any weights: for tools that describe a file, such as `mycel-node model publish`. Fails for
+/// anything but a readable llama GGUF.
+pub fn gguf_config(path: &Path) -> Result<LlamaConfig> {
+    let mut f = std::fs::File::open(path).map_err(|e| ModelsError::io(path, e))?;
+    LlamaConfig::from_gguf(&read_gguf(&mut f)?)
+}
+
 fn read_gguf<R: Read + Seek>(reader: &mut R) -> Result<gguf_file::Content> {
     gguf_file::Content::read(reader)
         .map_err(|e| ModelsError::BadModel(format!("not a readable GGUF: {e}")))

@@ -49,7 +49,7 @@ pub mod verify;
 
 pub use chat::{
     ChatFrontend, ChatModel, Completion, FinishReason, LoadOptions, Session,
-    TOKEN_CHANNEL_CAPACITY, Token, hidden_to_wire, spawn_generate,
+    TOKEN_CHANNEL_CAPACITY, Token, gguf_config, hidden_to_wire, spawn_generate,
 };
 pub use embed::EmbeddingModel;
 pub use error::{ModelsError, Result};
@@ -62,7 +62,7 @@ pub use pull::{
 pub use pypi::PyPiIndex;
 pub use registry::{
     Architecture, ChatTemplate, ModelEntry, ModelFile, ModelId, ModelKind, Registry, Sha256Digest,
-    Source,
+    Source, SourceSpec,
 };
 pub use sampling::SamplingParams;
 pub use template::{ChatMessage, Role};

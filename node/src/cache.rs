@@ -166,6 +166,9 @@ pub struct ResponseCache {
     max_bytes: usize,
     lru: Mutex<Lru>,
     weights: Mutex<HashMap<String, [u8; 32]>>,
+    /// Weights hashes of adopted versions ([`ResponseCache::set_weights`]); never forgotten, at
+    /// most [`MAX_WEIGHT_HASHES`] (a node adopts versions only of models it serves).
+    adopted: Mutex<HashMap<String, [u8; 32]>>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -186,6 +189,7 @@ impl ResponseCache {
             max_bytes,
             lru: Mutex::new(Lru::default()),
             weights: Mutex::new(HashMap::new()),
+            adopted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -259,8 +263,22 @@ impl ResponseCache {
             .bytes
     }
 
+    /// `model` now runs on weights with this hash (an adopted version): answers cached for its
+    /// previous weights are no longer found (their keys name the old hash) and age out.
+    pub fn set_weights(&self, model: &str, hash: [u8; 32]) {
+        let mut adopted = self.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+        if adopted.len() < MAX_WEIGHT_HASHES || adopted.contains_key(model) {
+            adopted.insert(model.to_string(), hash);
+        }
+    }
+
     /// The weights hash of `model`, remembered for the few models a node sees.
     fn weights_hash(&self, model: &str) -> [u8; 32] {
+        let adopted = self.adopted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = adopted.get(model) {
+            return *h;
+        }
+        drop(adopted);
         let mut known = self.weights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = known.get(model) {
             return *h;

@@ -335,7 +335,8 @@ impl Drop for SessionGuard {
 /// The models this node serves, with a limit on concurrent generations.
 #[derive(Debug)]
 pub struct ModelHost {
-    models: BTreeMap<String, Arc<ChatModel>>,
+    /// Served models; an adopted version replaces its model here ([`ModelHost::replace_model`]).
+    models: std::sync::RwLock<BTreeMap<String, Arc<ChatModel>>>,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     queued: Arc<AtomicUsize>,
@@ -375,7 +376,7 @@ impl ModelHost {
     pub fn new(models: BTreeMap<String, Arc<ChatModel>>, max_concurrent: usize) -> Self {
         let max_concurrent = max_concurrent.max(1);
         Self {
-            models,
+            models: std::sync::RwLock::new(models),
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             queued: Arc::new(AtomicUsize::new(0)),
@@ -397,7 +398,7 @@ impl ModelHost {
 
     /// Serves `expert:<domain>`: `base` (a model served here) under `system_prompt`.
     pub fn add_expert(&self, domain: &str, expert: Expert) -> Result<()> {
-        if !self.models.contains_key(&expert.base) {
+        if self.served(&expert.base).is_none() {
             return Err(NodeError::Config(format!(
                 "expert `{domain}` runs on `{}`, which this node does not serve",
                 expert.base
@@ -412,8 +413,8 @@ impl ModelHost {
     /// The model and conversation a job runs with: an expert id resolves to its base model, with the
     /// expert's system prompt first.
     fn resolve(&self, mut job: ChatJob) -> Result<(Arc<ChatModel>, ChatJob)> {
-        if let Some(m) = self.models.get(&job.model) {
-            return Ok((m.clone(), job));
+        if let Some(m) = self.served(&job.model) {
+            return Ok((m, job));
         }
         let expert = self
             .experts
@@ -422,9 +423,7 @@ impl ModelHost {
             .and_then(|e| e.get(&job.model).cloned())
             .ok_or_else(|| NodeError::ModelNotFound(job.model.clone()))?;
         let model = self
-            .models
-            .get(&expert.base)
-            .cloned()
+            .served(&expert.base)
             .ok_or_else(|| NodeError::ModelNotFound(expert.base.clone()))?;
         match job.messages.first_mut() {
             Some(first) if first.role == mycel_models::Role::System => {
@@ -507,10 +506,22 @@ impl ModelHost {
 
     /// A model this node can run: a served one, or one loaded only for audits.
     pub fn model(&self, id: &str) -> Option<Arc<ChatModel>> {
-        self.models
-            .get(id)
-            .cloned()
+        self.served(id)
             .or_else(|| self.audit_only.read().ok().and_then(|m| m.get(id).cloned()))
+    }
+
+    /// A model this node serves whole (not an expert, not a shard).
+    pub fn served(&self, id: &str) -> Option<Arc<ChatModel>> {
+        self.models.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    /// Serves `model` as `id` from now on, in place of the model served so far under that id
+    /// (returned); new jobs run on it, jobs already running finish on the old one. `None` (and
+    /// nothing changes) when this node does not serve `id`.
+    pub fn replace_model(&self, id: &str, model: Arc<ChatModel>) -> Option<Arc<ChatModel>> {
+        let mut m = self.models.write().ok()?;
+        let slot = m.get_mut(id)?;
+        Some(std::mem::replace(slot, model))
     }
 
     /// Loads a model for judging audits only: the node neither serves nor announces it.
@@ -533,12 +544,16 @@ impl ModelHost {
 
     /// Whether this node serves `model` (a model or an `expert:<domain>`).
     pub fn serves(&self, model: &str) -> bool {
-        self.models.contains_key(model) || self.experts.read().is_ok_and(|e| e.contains_key(model))
+        self.served(model).is_some() || self.experts.read().is_ok_and(|e| e.contains_key(model))
     }
 
     /// Ids of the served models, then of the served experts.
     pub fn model_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.models.keys().cloned().collect();
+        let mut ids: Vec<String> = self
+            .models
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         if let Ok(e) = self.experts.read() {
             ids.extend(e.keys().cloned());
         }

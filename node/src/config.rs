@@ -109,6 +109,15 @@ response_cache_entries = 1024
 #                                      # domain needs ~400 examples per node for a usable update)
 # update_interval_secs = 30
 
+# Model manifests (specs/models.md, "Model manifests and updates"): publishers sign "version N of
+# model M is this file (sha256, size, layers), fetch it from here"; every node relays valid manifests
+# and re-publishes those it holds. A node adopts a newer version of a model it serves only from a
+# publisher listed here, after the downloaded file matched the manifest's sha256 and size.
+[manifests]
+trusted_publishers = []           # did:key DIDs whose manifests this node adopts (at most 64)
+auto_adopt = true                 # false: list trusted newer versions (mycel_manifests), adopt none
+republish_interval_secs = 60      # seconds between re-publications of the manifests held
+
 # Consortium mode (specs/wire.md, "Consortium mode"): with this section the node admits only peers that
 # present a valid membership credential (W3C VC-JWT) from a trusted issuer right after connecting.
 # Peers that fail or stay silent past the deadline are disconnected and blocked. Relative paths are
@@ -163,6 +172,53 @@ pub struct Config {
     /// The expert router. Default: none (queries to `experts` are refused).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterConfig>,
+    /// Signed model manifests: whose versions to adopt. Default: trust nobody.
+    pub manifests: ManifestsConfig,
+}
+
+/// The `[manifests]` section: adoption of new model versions from signed manifests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManifestsConfig {
+    /// DIDs (`did:key:…`) whose manifests this node adopts. Default: none.
+    pub trusted_publishers: Vec<String>,
+    /// Adopt newer versions from trusted publishers as they arrive. Default: true.
+    pub auto_adopt: bool,
+    /// Seconds between re-publications of the manifests held (gossipsub does not deliver old
+    /// messages to nodes that join later). Default: 60.
+    pub republish_interval_secs: u64,
+}
+
+impl Default for ManifestsConfig {
+    fn default() -> Self {
+        Self {
+            trusted_publishers: Vec::new(),
+            auto_adopt: true,
+            republish_interval_secs: 60,
+        }
+    }
+}
+
+impl ManifestsConfig {
+    /// The trusted publishers, parsed.
+    pub fn trusted(&self) -> Result<Vec<mycel_identity::Did>> {
+        if self.trusted_publishers.len() > crate::manifest::MAX_TRUSTED_PUBLISHERS {
+            return Err(NodeError::Config(format!(
+                "manifests.trusted_publishers lists more than {} DIDs",
+                crate::manifest::MAX_TRUSTED_PUBLISHERS
+            )));
+        }
+        self.trusted_publishers
+            .iter()
+            .map(|d| {
+                d.parse().map_err(|e| {
+                    NodeError::Config(format!(
+                        "manifests.trusted_publishers: `{d}` is not a did:key: {e}"
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 /// One `[[serve.experts]]` entry.
@@ -385,6 +441,7 @@ impl Default for Config {
             consortium: None,
             serve: ServeConfig::default(),
             router: None,
+            manifests: ManifestsConfig::default(),
         }
     }
 }
@@ -465,6 +522,12 @@ impl Config {
                     "router.update_interval_secs must be at least 1".into(),
                 ));
             }
+        }
+        self.manifests.trusted()?;
+        if self.manifests.republish_interval_secs == 0 {
+            return Err(NodeError::Config(
+                "manifests.republish_interval_secs must be at least 1".into(),
+            ));
         }
         if self.serve.span == 0 || self.serve.replication == 0 {
             return Err(NodeError::Config(
@@ -610,7 +673,7 @@ mod tests {
         };
         let top = value.as_table().expect("a table");
         check(top, "");
-        for section in ["serve", "router", "consortium"] {
+        for section in ["serve", "router", "consortium", "manifests"] {
             let t = top[section].as_table().expect("a section");
             check(t, &format!("{section}."));
             assert!(doc.contains(&format!("`[{section}]`")), "section {section}");
@@ -655,6 +718,38 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn manifests_section_parses_and_is_checked() {
+        let did =
+            mycel_identity::Did::from_public_key(mycel_identity::Keypair::generate().public());
+        let c = Config::from_toml_str(&format!(
+            "[manifests]\ntrusted_publishers = [\"{did}\"]\nauto_adopt = false"
+        ))
+        .expect("manifests section");
+        assert_eq!(c.manifests.trusted().expect("DIDs"), vec![did]);
+        assert!(!c.manifests.auto_adopt);
+        assert_eq!(c.manifests.republish_interval_secs, 60);
+        for bad in [
+            "trusted_publishers = [\"did:web:example.org\"]",
+            "republish_interval_secs = 0",
+            "trust = []",
+        ] {
+            assert!(
+                Config::from_toml_str(&format!("[manifests]\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        let many: Vec<String> = (0..=crate::manifest::MAX_TRUSTED_PUBLISHERS)
+            .map(|_| {
+                mycel_identity::Did::from_public_key(mycel_identity::Keypair::generate().public())
+                    .to_string()
+            })
+            .collect();
+        let mut c = Config::default();
+        c.manifests.trusted_publishers = many;
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! `GET /metrics`. [`jobs`] remembers the latest chat jobs (`mycel_jobStatus`); [`cache`] answers
 //! exact repeats of deterministic requests without running the model.
 //!
+//! Model updates: [`manifest`] is the signed manifest a publisher gossips ("version N of model M is
+//! this file"), checked before it is forwarded; [`adoption`] fetches, verifies and swaps in newer
+//! versions from trusted publishers and re-publishes the manifests a node holds.
+//!
 //! [`membership`] is consortium mode: the membership handshake, revocations and the pnet key.
 //!
 //! [`scoring`] is the routing-score core (probation, caps, randomized pick) behind provider ranking;
@@ -23,6 +27,7 @@
 //! replay, signed span commitments). Experts: [`experts`] is the pure federated-router core,
 //! [`federation`] runs it in the node (embedding model, centroid gossip, routing).
 
+pub mod adoption;
 pub mod audit;
 pub mod cache;
 pub mod chat;
@@ -36,6 +41,7 @@ pub mod http;
 pub mod infer_stream;
 pub mod jobs;
 pub mod ledger;
+pub mod manifest;
 pub mod membership;
 pub mod metrics;
 pub mod models;

@@ -132,6 +132,29 @@ enum ModelCommand {
     },
     /// List registry models and whether they are cached.
     List,
+    /// Sign a manifest for a new version of a model with this data dir's node key and hand it to
+    /// the running node, which gossips it; nodes that trust this node's DID adopt it after
+    /// checking the file's sha256 (sha256, size and layers are read from the file).
+    #[command(
+        after_help = "Examples:\n  mycel-node model publish smollm2-135m-instruct --version 2 --file ./smollm2-v2.gguf \\\n      --source https://models.example.org/smollm2-v2.gguf\n  mycel-node --data-dir /tmp/dn/node-1 model publish tiny --version 2 --file /srv/tiny-v2.gguf"
+    )]
+    Publish {
+        /// Model id (a registry id, or `tiny`).
+        id: String,
+        /// The new version (must be above the one nodes serve; the registry's is 0).
+        #[arg(long)]
+        version: u64,
+        /// The weights file (a llama GGUF).
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// Where nodes fetch the file: an http(s) URL or a path on their machine (repeatable,
+        /// ≤ 8, tried in order; default: the absolute path of --file, for nodes on this machine).
+        #[arg(long = "source", value_name = "URL|PATH")]
+        sources: Vec<String>,
+        /// The node's HTTP URL (default: from <data-dir>/node.json).
+        #[arg(long, value_name = "URL")]
+        rpc: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -156,6 +179,16 @@ fn main() -> Result<()> {
         Command::Init => init(&data_dir),
         Command::Model(ModelCommand::Pull { id, from }) => pull(&data_dir, &id, from.as_deref()),
         Command::Model(ModelCommand::List) => list(&data_dir),
+        Command::Model(ModelCommand::Publish {
+            id,
+            version,
+            file,
+            sources,
+            rpc,
+        }) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(publish(&data_dir, &id, version, &file, &sources, rpc))
+        }
         Command::Bench(cmd) => bench::run(&data_dir, cmd),
         Command::Sim(cmd) => {
             let table = mycel_node::sim::run(&cmd)?;
@@ -481,28 +514,31 @@ async fn devnet(args: DevnetArgs) -> Result<()> {
     Ok(())
 }
 
+/// The running node's HTTP URL: `rpc`, else the one in `<data-dir>/node.json`.
+fn node_url(data_dir: &Path, rpc: Option<String>) -> Result<String> {
+    if let Some(u) = rpc {
+        return Ok(u);
+    }
+    let path = data_dir.join(NODE_INFO_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is the node running? or pass --rpc)",
+            path.display()
+        )
+    })?;
+    let info: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    Ok(info["http_url"]
+        .as_str()
+        .context("node.json has no http_url")?
+        .to_string())
+}
+
 async fn status(data_dir: &Path, rpc: Option<String>) -> Result<()> {
     use jsonrpsee::http_client::HttpClientBuilder;
     use mycel_rpc_api::MycelApiClient;
     use mycel_rpc_api::ledger::LedgerApiClient;
-    let url = match rpc {
-        Some(u) => u,
-        None => {
-            let path = data_dir.join(NODE_INFO_FILE);
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "reading {} (is the node running? or pass --rpc)",
-                    path.display()
-                )
-            })?;
-            let info: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?;
-            info["http_url"]
-                .as_str()
-                .context("node.json has no http_url")?
-                .to_string()
-        }
-    };
+    let url = node_url(data_dir, rpc)?;
     let c = HttpClientBuilder::default()
         .build(&url)
         .with_context(|| format!("bad node URL {url}"))?;
@@ -523,6 +559,15 @@ async fn status(data_dir: &Path, rpc: Option<String>) -> Result<()> {
     println!("serves:   {serves}");
     for s in &info.shards {
         println!("shard:    layers [{}, {}) of {}", s.from, s.to, s.model);
+    }
+    for v in &info.model_versions {
+        println!(
+            "version:  {} v{} (sha256 {}…, adopted from {})",
+            v.model,
+            v.version,
+            v.sha256.get(..16).unwrap_or(&v.sha256),
+            v.publisher
+        );
     }
     println!("peers:    {}", peers.len());
     for p in &peers {
@@ -587,6 +632,76 @@ async fn status(data_dir: &Path, rpc: Option<String>) -> Result<()> {
         }
         Err(_) => println!("ledger:   none (started without a genesis)"),
     }
+    Ok(())
+}
+
+/// `model publish`: builds the manifest from the file, signs it with the node key and asks the
+/// running node to gossip it.
+async fn publish(
+    data_dir: &Path,
+    id: &str,
+    version: u64,
+    file: &Path,
+    sources: &[String],
+    rpc: Option<String>,
+) -> Result<()> {
+    use jsonrpsee::core::client::ClientT;
+    use jsonrpsee::http_client::HttpClientBuilder;
+    use mycel_models::SourceSpec;
+    use mycel_node::manifest::ModelManifest;
+    let key_path = node_key::node_key_path(data_dir);
+    if !key_path.exists() {
+        bail!(
+            "no node key at {}: a manifest is signed with the key of the node that publishes it \
+             (pass its --data-dir, or run `mycel-node init`)",
+            key_path.display()
+        );
+    }
+    let key = node_key::load(&key_path)?;
+    let mut specs = Vec::new();
+    for s in sources {
+        specs.push(if s.starts_with("http://") || s.starts_with("https://") {
+            SourceSpec::Url { url: s.clone() }
+        } else {
+            SourceSpec::Path {
+                path: std::fs::canonicalize(s).with_context(|| format!("cannot resolve {s}"))?,
+            }
+        });
+    }
+    if specs.is_empty() {
+        eprintln!(
+            "note: no --source given: nodes fetch the file from its path here (nodes on this machine only)"
+        );
+    }
+    let manifest = {
+        let (id, path) = (id.to_string(), file.to_path_buf());
+        let publisher = Did::from_public_key(key.public());
+        tokio::task::spawn_blocking(move || {
+            ModelManifest::for_file(&id, version, &path, specs, publisher)
+        })
+        .await
+        .context("hashing task")?
+        .with_context(|| format!("describing {}", file.display()))?
+    };
+    let signed = manifest
+        .sign(&key)
+        .map_err(|e| anyhow::anyhow!("manifest not signed: {e}"))?;
+    let url = node_url(data_dir, rpc)?;
+    let c = HttpClientBuilder::default()
+        .build(&url)
+        .with_context(|| format!("bad node URL {url}"))?;
+    let outcome: serde_json::Value = c
+        .request("mycel_publishManifest", jsonrpsee::rpc_params![signed])
+        .await
+        .with_context(|| format!("asking the node at {url} to publish the manifest"))?;
+    println!(
+        "{} {id} v{version}: {} bytes, sha256 {}, {} layers, signed by {}",
+        outcome["status"].as_str().unwrap_or("sent"),
+        manifest.size,
+        manifest.sha256,
+        manifest.layers,
+        manifest.publisher
+    );
     Ok(())
 }
 

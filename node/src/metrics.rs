@@ -17,6 +17,9 @@
 //! | `mycel_pipeline_failovers_total` | counter | pipeline hops replaced after their server failed |
 //! | `mycel_pipeline_span_disputes_total` | counter | replayed steps whose output contradicts a failed server's commitment |
 //! | `mycel_shard_layer_coverage{model,layer}` | gauge | live shard servers per layer, as this shard server sees them |
+//! | `mycel_manifests_received_total{outcome}` | counter | model manifests from gossip or RPC: `new`, `known`, `stale`, `full`, `invalid` |
+//! | `mycel_manifest_adoptions_total` | counter | model versions adopted from trusted manifests |
+//! | `mycel_manifest_adoption_failures_total` | counter | adoptions that failed (fetch, hash or size mismatch, load); the old version kept serving |
 //!
 //! libp2p's own swarm and protocol metrics (libp2p-metrics: connections, identify, Kademlia, ping,
 //! gossipsub) are in the same registry under the `libp2p_` prefix.
@@ -106,6 +109,11 @@ pub struct Metrics {
     /// Replayed steps contradicting a failed server's commitment.
     pub span_disputes: Counter,
     coverage: Family<Vec<(String, String)>, Gauge>,
+    manifests_received: Family<Labels, Counter>,
+    /// Model versions adopted from trusted manifests.
+    pub manifest_adoptions: Counter,
+    /// Adoptions that failed (the old version kept serving).
+    pub manifest_adoption_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -142,6 +150,24 @@ impl Metrics {
         let pipeline_failovers = Counter::default();
         let span_disputes = Counter::default();
         let coverage = Family::<Vec<(String, String)>, Gauge>::default();
+        let manifests_received = Family::<Labels, Counter>::default();
+        let manifest_adoptions = Counter::default();
+        let manifest_adoption_failures = Counter::default();
+        reg.register(
+            "manifests_received",
+            "Model manifests received, by outcome (new, known, stale, full, invalid)",
+            manifests_received.clone(),
+        );
+        reg.register(
+            "manifest_adoptions",
+            "Model versions adopted from trusted manifests",
+            manifest_adoptions.clone(),
+        );
+        reg.register(
+            "manifest_adoption_failures",
+            "Adoptions of trusted manifests that failed; the old version kept serving",
+            manifest_adoption_failures.clone(),
+        );
         reg.register(
             "pipeline_route_hops",
             "Shard servers on the route of each pipeline session asked here",
@@ -237,7 +263,25 @@ impl Metrics {
             pipeline_failovers,
             span_disputes,
             coverage,
+            manifests_received,
+            manifest_adoptions,
+            manifest_adoption_failures,
         }
+    }
+
+    /// Counts a model manifest by what became of it.
+    pub fn manifest(&self, received: &crate::manifest::Received) {
+        use crate::manifest::{Offer, Received};
+        let outcome = match received {
+            Received::Invalid(_) => "invalid",
+            Received::Valid(Offer::New) => "new",
+            Received::Valid(Offer::Known) => "known",
+            Received::Valid(Offer::Stale) => "stale",
+            Received::Valid(Offer::Full) => "full",
+        };
+        self.manifests_received
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
     }
 
     /// Sets the live servers per layer of `model`.

@@ -24,6 +24,33 @@ pub fn weights_hash(id: &str) -> [u8; 32] {
         .unwrap_or([0; 32])
 }
 
+/// The registry entry of a chat model, which an adopted manifest's file replaces the pin of
+/// ([`crate::manifest::VerifiedManifest::entry`]); for the built-in `tiny`, an entry describing it
+/// (ChatML, no system prompt), so a published GGUF can replace it too (tests and demos).
+pub fn base_entry(id: &str) -> Result<mycel_models::ModelEntry> {
+    use mycel_models::{Architecture, ChatTemplate, ModelEntry, ModelId, ModelKind};
+    if id == TINY_MODEL_ID {
+        return Ok(ModelEntry {
+            id: ModelId::new(TINY_MODEL_ID)?,
+            kind: ModelKind::Chat,
+            architecture: Architecture::Llama,
+            license: "Apache-2.0".into(),
+            description: "mycel tiny test model".into(),
+            chat_template: Some(ChatTemplate::ChatMl),
+            default_system_prompt: None,
+            layers: tiny::TINY_LAYERS,
+            context_length: tiny::TINY_CONTEXT,
+            files: Vec::new(),
+            sources: Vec::new(),
+        });
+    }
+    let entry = Registry::load_default()?.get(id)?.clone();
+    if entry.kind != mycel_models::ModelKind::Chat {
+        return Err(NodeError::Config(format!("`{id}` is not a chat model")));
+    }
+    Ok(entry)
+}
+
 /// Makes a registry model present and verified in `cache_dir`, reporting progress. Blocking.
 pub fn pull(
     id: &str,

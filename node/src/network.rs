@@ -95,6 +95,9 @@ pub struct NetworkConfig {
     /// The expert router's inbox and its embedding dimension (none: centroid gossip is not
     /// subscribed). Verified updates are `try_send`ed; a full inbox drops them.
     pub centroids: Option<(usize, mpsc::Sender<crate::federation::Inbound>)>,
+    /// Model manifests: gossip on [`crate::manifest::MANIFEST_TOPIC`] is checked and kept here
+    /// before it is forwarded (the adoption service watches it).
+    pub manifests: Arc<crate::manifest::ManifestBook>,
 }
 
 /// What the node knows about a connected peer.
@@ -296,7 +299,12 @@ impl NetworkHandle {
         self.send(Command::Unblock { peer }).await
     }
 
-    /// Publishes on a ledger gossip topic (blocks or votes).
+    /// Completes when the network actor has stopped (the node shut down).
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+
+    /// Publishes on a gossip topic (blocks, votes, centroid updates, model manifests).
     pub async fn publish(&self, topic: &'static str, data: Vec<u8>) -> Result<()> {
         self.send(Command::Publish { topic, data }).await
     }
@@ -597,6 +605,7 @@ pub fn start(
         wire::HEALTH_TOPIC,
         ledger_wire::BLOCKS_TOPIC,
         ledger_wire::VOTES_TOPIC,
+        crate::manifest::MANIFEST_TOPIC,
     ] {
         swarm
             .behaviour_mut()
@@ -823,6 +832,7 @@ fn gossip_score_params() -> gossipsub::PeerScoreParams {
         wire::HEALTH_TOPIC,
         ledger_wire::BLOCKS_TOPIC,
         ledger_wire::VOTES_TOPIC,
+        crate::manifest::MANIFEST_TOPIC,
     ] {
         params
             .topics
@@ -1047,7 +1057,7 @@ impl Actor {
                     .gossipsub
                     .publish(IdentTopic::new(topic), data)
                 {
-                    tracing::debug!(topic, error = %e, "ledger gossip not published");
+                    tracing::debug!(topic, error = %e, "gossip not published");
                 }
             }
             Command::Validate {
@@ -1395,6 +1405,11 @@ impl Actor {
             self.report(&id, &via, verdict);
             return;
         }
+        if topic == crate::manifest::MANIFEST_TOPIC {
+            let verdict = self.on_manifest(via, &message.data);
+            self.report(&id, &via, verdict);
+            return;
+        }
         let inbound = match topic {
             ledger_wire::BLOCKS_TOPIC => LedgerInbound::Block {
                 data: message.data,
@@ -1455,6 +1470,28 @@ impl Actor {
             Err(e) => {
                 self.cfg.metrics.gossip(false);
                 tracing::debug!(%source, error = %e, "dropped an invalid centroid update");
+                Reject
+            }
+        }
+    }
+
+    /// A model manifest: forwarded only when valid and new to this node (a known or older one is
+    /// not forwarded again, so re-publications stop one hop from where they are known); an
+    /// invalid one costs the forwarding peer its score.
+    fn on_manifest(&mut self, via: PeerId, data: &[u8]) -> gossipsub::MessageAcceptance {
+        use crate::manifest::{Offer, Received};
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let received = self.cfg.manifests.receive(data);
+        self.cfg.metrics.manifest(&received);
+        match received {
+            Received::Valid(Offer::New) => {
+                self.cfg.metrics.gossip(true);
+                Accept
+            }
+            Received::Valid(_) => Ignore,
+            Received::Invalid(e) => {
+                self.cfg.metrics.gossip(false);
+                tracing::debug!(%via, error = %e, "dropped an invalid model manifest");
                 Reject
             }
         }

@@ -105,6 +105,7 @@ struct Inner {
     models_dir: Option<PathBuf>,
     frontends: std::sync::Mutex<BTreeMap<String, Arc<ChatFrontend>>>,
     federation: Option<Arc<crate::federation::Federation>>,
+    manifests: Arc<crate::manifest::ManifestBook>,
 }
 
 /// Cloneable handle to a running node, used by the HTTP and RPC layers.
@@ -197,7 +198,49 @@ impl Node {
             models: self.inner.host.model_ids(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             shards: shard_infos(&self.inner.host.shard_ads()),
+            model_versions: self
+                .inner
+                .manifests
+                .all_adopted()
+                .into_iter()
+                .map(|m| mycel_rpc_api::ModelVersion {
+                    sha256: m.file().sha256.to_hex(),
+                    model: m.manifest.model,
+                    version: m.manifest.version,
+                    publisher: m.manifest.publisher.to_string(),
+                })
+                .collect(),
         }
+    }
+
+    /// The signed model manifests this node holds, and the versions it adopted.
+    pub fn manifests(&self) -> &Arc<crate::manifest::ManifestBook> {
+        &self.inner.manifests
+    }
+
+    /// Whether this node serves `model` whole (the models a manifest can update).
+    pub fn serves_whole(&self, model: &str) -> bool {
+        self.inner.host.served(model).is_some()
+    }
+
+    /// Serves `model`, loaded from `m`'s verified file, in place of the current weights of that
+    /// model id: new jobs run on it, running ones finish on the old weights; cached answers of
+    /// the old weights are no longer replayed. `false` when this node does not serve the model.
+    pub(crate) fn serve_version(
+        &self,
+        m: &crate::manifest::VerifiedManifest,
+        model: Arc<ChatModel>,
+    ) -> bool {
+        let id = m.model().as_str();
+        if self.inner.host.replace_model(id, model).is_none() {
+            return false;
+        }
+        self.inner.cache.set_weights(id, m.file().sha256.0);
+        if let Ok(mut f) = self.inner.frontends.lock() {
+            f.remove(id);
+        }
+        self.inner.manifests.set_adopted(m.clone());
+        true
     }
 
     /// Connected peers.
@@ -1281,6 +1324,20 @@ impl RunningNode {
             None => None,
         };
         let (centroid_tx, centroid_rx) = mpsc::channel(crate::federation::INBOX_CAPACITY);
+        let manifests = Arc::new(crate::manifest::ManifestBook::new(
+            cfg.manifests.trusted()?,
+            crate::manifest::MAX_STORED_MANIFESTS,
+        ));
+        // A version adopted before the restart is served from the first request on.
+        let restored = match opts.models_dir.clone() {
+            Some(dir) => {
+                let (book, h) = (manifests.clone(), host.clone());
+                tokio::task::spawn_blocking(move || crate::adoption::restore(&dir, &book, &h))
+                    .await
+                    .map_err(|e| NodeError::Config(format!("restoring adopted models: {e}")))?
+            }
+            None => Vec::new(),
+        };
         let listen = cfg.listen_addrs()?;
         let infer_timeout = Duration::from_secs(cfg.infer_timeout_secs);
         let metrics = Arc::new(Metrics::new());
@@ -1312,6 +1369,7 @@ impl RunningNode {
                 consortium,
                 relay_server: cfg.relay_server,
                 centroids: federation.as_ref().map(|f| (f.dim(), centroid_tx.clone())),
+                manifests: manifests.clone(),
             },
             host.clone(),
         )?;
@@ -1367,11 +1425,26 @@ impl RunningNode {
                     cfg.response_cache_entries,
                     crate::cache::CACHE_BYTE_BUDGET,
                 )),
-                models_dir: opts.models_dir,
+                models_dir: opts.models_dir.clone(),
                 frontends: Default::default(),
                 federation: federation.clone(),
+                manifests: manifests.clone(),
             }),
         };
+        for m in &restored {
+            node.inner
+                .cache
+                .set_weights(m.model().as_str(), m.file().sha256.0);
+        }
+        tokio::spawn(crate::adoption::run(
+            node.clone(),
+            manifests,
+            crate::adoption::AdoptionOptions {
+                models_dir: opts.models_dir,
+                auto_adopt: cfg.manifests.auto_adopt,
+                republish: Duration::from_secs(cfg.manifests.republish_interval_secs),
+            },
+        ));
         drop(centroid_tx);
         if let (Some(f), Some(r)) = (federation, &cfg.router) {
             tokio::spawn(crate::federation::run(

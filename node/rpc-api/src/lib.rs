@@ -3,7 +3,7 @@
 //!
 //! Place in the architecture: `wallet-cli` (client) → this crate → `mycel-node` (server). The methods are
 //! in the `mycel` namespace (`mycel_nodeInfo`, `mycel_peers`, `mycel_models`, `mycel_chat`,
-//! `mycel_subscribeChat`, `mycel_jobStatus`, `mycel_route`, `mycel_router`); the normative
+//! `mycel_subscribeChat`, `mycel_jobStatus`, `mycel_route`, `mycel_router`, `mycel_manifests`); the normative
 //! description, including error codes, is `specs/rpc.md`. DTOs carry DIDs and PeerIds as strings so this
 //! crate stays free of the identity and models crates' types.
 
@@ -60,6 +60,48 @@ pub struct NodeInfo {
     /// Layer ranges this node serves to pipelines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardInfo>,
+    /// Models served in a version adopted from a signed manifest (the others serve the
+    /// registry's version, 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_versions: Vec<ModelVersion>,
+}
+
+/// The version of a model a node serves, adopted from a publisher's signed manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    /// Model id.
+    pub model: String,
+    /// The manifest's version.
+    pub version: u64,
+    /// sha256 of the weights file (64 hex).
+    pub sha256: String,
+    /// DID of the manifest's publisher.
+    pub publisher: String,
+}
+
+/// A signed model manifest a node knows (`mycel_manifests`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestInfo {
+    /// DID of the publisher that signed it.
+    pub publisher: String,
+    /// Model id.
+    pub model: String,
+    /// Version.
+    pub version: u64,
+    /// Weights file name.
+    pub file: String,
+    /// sha256 of the weights file (64 hex).
+    pub sha256: String,
+    /// Size of the weights file in bytes.
+    pub size: u64,
+    /// Transformer layers.
+    pub layers: u32,
+    /// When the publisher signed it, Unix seconds.
+    pub issued_at: u64,
+    /// Whether this node's config trusts the publisher.
+    pub trusted: bool,
+    /// Whether this node serves this version.
+    pub adopted: bool,
 }
 
 /// A layer range served to pipelines.
@@ -408,6 +450,11 @@ pub trait MycelApi {
     /// `mycel_router`: the expert router's domains, rejected updates and privacy budget.
     #[method(name = "router")]
     async fn router(&self) -> RpcResult<RouterInfo>;
+
+    /// `mycel_manifests`: the signed model manifests this node holds (the latest per publisher
+    /// and model), whether it trusts their publishers and which versions it serves.
+    #[method(name = "manifests")]
+    async fn manifests(&self) -> RpcResult<Vec<ManifestInfo>>;
 }
 
 #[cfg(test)]

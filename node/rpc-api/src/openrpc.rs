@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 /// Methods the document describes, in order (subscriptions included).
-pub const METHODS: [&str; 19] = [
+pub const METHODS: [&str; 21] = [
     "mycel_nodeInfo",
     "mycel_peers",
     "mycel_models",
@@ -17,6 +17,8 @@ pub const METHODS: [&str; 19] = [
     "mycel_route",
     "mycel_router",
     "mycel_revokeMembership",
+    "mycel_manifests",
+    "mycel_publishManifest",
     "ledger_info",
     "ledger_balance",
     "ledger_account",
@@ -49,7 +51,7 @@ pub fn document(version: &str) -> Value {
         "info": {
             "title": "mycel node JSON-RPC API",
             "version": version,
-            "description": "Node info, peers, models, chat, job status and ledger of a mycel node. Normative description: specs/rpc.md.",
+            "description": "Node info, peers, models, chat, job status, model manifests and ledger of a mycel node. Normative description: specs/rpc.md.",
             "license": { "name": "Apache-2.0" }
         },
         "methods": [
@@ -143,6 +145,22 @@ pub fn document(version: &str) -> Value {
                 ]
             },
             {
+                "name": "mycel_manifests",
+                "summary": "The signed model manifests this node holds (the latest per publisher and model, at most 256), whether its config trusts each publisher and whether it serves that version.",
+                "params": [],
+                "result": { "name": "manifests", "schema": { "type": "array", "items": { "$ref": "#/components/schemas/ManifestInfo" } } }
+            },
+            {
+                "name": "mycel_publishManifest",
+                "summary": "Checks a signed model manifest (the envelope `mycel-node model publish` builds), keeps it and gossips it on `mycel/manifests/1`. Loopback or bearer token only.",
+                "params": [{ "name": "manifest", "required": true, "schema": { "type": "object", "required": ["body", "signature"], "properties": { "body": { "type": "string", "description": "JSON text of the manifest" }, "signature": { "type": "string", "description": "hex Ed25519 signature over body in the mycel/v1/manifest domain" } } } }],
+                "result": { "name": "outcome", "schema": { "type": "object", "required": ["status", "publisher", "model", "version"], "properties": { "status": { "type": "string", "enum": ["published", "known"] }, "publisher": { "type": "string" }, "model": { "type": "string" }, "version": { "type": "integer" } } } },
+                "errors": [
+                    { "code": -32602, "message": "invalid params (a manifest that does not verify, or older than the one held)" },
+                    { "code": -32020, "message": "unauthorized" }
+                ]
+            },
+            {
                 "name": "ledger_info",
                 "summary": "Network, epochs, block counts, state root and the parameters wallets need.",
                 "params": [],
@@ -209,7 +227,14 @@ pub fn document(version: &str) -> Value {
                 "listen_addrs": { "type": "array", "items": { "type": "string" } },
                 "http_url": { "type": "string" }, "models": { "type": "array", "items": { "type": "string" } },
                 "version": { "type": "string" },
-                "shards": { "type": "array", "items": { "$ref": "#/components/schemas/ShardInfo" } } } },
+                "shards": { "type": "array", "items": { "$ref": "#/components/schemas/ShardInfo" } },
+                "model_versions": { "type": "array", "items": { "type": "object", "required": ["model", "version", "sha256", "publisher"], "properties": {
+                    "model": { "type": "string" }, "version": { "type": "integer" }, "sha256": { "type": "string" }, "publisher": { "type": "string" } } } } } },
+            "ManifestInfo": { "type": "object", "required": ["publisher", "model", "version", "file", "sha256", "size", "layers", "issued_at", "trusted", "adopted"], "properties": {
+                "publisher": { "type": "string" }, "model": { "type": "string" }, "version": { "type": "integer" },
+                "file": { "type": "string" }, "sha256": { "type": "string" }, "size": { "type": "integer" },
+                "layers": { "type": "integer" }, "issued_at": { "type": "integer" },
+                "trusted": { "type": "boolean" }, "adopted": { "type": "boolean" } } },
             "ShardInfo": { "type": "object", "required": ["model", "from", "to"], "properties": {
                 "model": { "type": "string" }, "from": { "type": "integer" }, "to": { "type": "integer" } } },
             "PeerInfo": { "type": "object", "required": ["peer_id", "addrs", "models"], "properties": {

@@ -3,6 +3,7 @@
 //! Prometheus metrics at `GET /metrics`.
 
 mod ledger;
+mod manifests;
 mod membership;
 mod openai;
 mod rpc;
@@ -146,12 +147,14 @@ fn body_error(e: &axum::Error) -> axum::response::Response {
 pub fn router(node: Node) -> Result<Router> {
     let mut module = rpc::module(node.clone())
         .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?;
-    module
-        .merge(
-            membership::module(node.clone())
-                .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?,
-        )
-        .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?;
+    for extra in [
+        membership::module(node.clone()),
+        manifests::module(node.clone()),
+    ] {
+        module
+            .merge(extra.map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?)
+            .map_err(|e| NodeError::Config(format!("JSON-RPC module: {e}")))?;
+    }
     let (stop_handle, server_handle) = jsonrpsee::server::stop_channel();
     // The server handle lives as long as the service: dropping it would stop WebSocket sessions.
     let server_handle = std::sync::Arc::new(server_handle);

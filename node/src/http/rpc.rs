@@ -204,6 +204,10 @@ impl MycelApiServer for RpcImpl {
         self.node.router_info().await.map_err(rpc_error)
     }
 
+    async fn manifests(&self) -> RpcResult<Vec<mycel_rpc_api::ManifestInfo>> {
+        Ok(self.node.manifests().list())
+    }
+
     async fn job_status(&self, id: String) -> RpcResult<JobStatus> {
         if id.is_empty() || id.len() > MAX_JOB_ID_LEN {
             return Err(ErrorObjectOwned::owned(

@@ -14,6 +14,7 @@ mod experts;
 mod failover;
 mod harness;
 mod ledger;
+mod manifests;
 mod metrics;
 mod netns;
 mod openai;
