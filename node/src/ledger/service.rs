@@ -1030,11 +1030,7 @@ impl Service {
     fn claim(&mut self, settled: &SettledReceipt, verdicts: Vec<SignerSig>) {
         let escrow = settled.receipt.escrow;
         // Requesters re-gossip until they see the claim: one already made (or too late) is done.
-        let open = self
-            .ledger
-            .ledger()
-            .escrow(&escrow)
-            .map(|e| e.status);
+        let open = self.ledger.ledger().escrow(&escrow).map(|e| e.status);
         if open.is_some_and(|s| s != EscrowStatus::Open) {
             return;
         }
