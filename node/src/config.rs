@@ -47,6 +47,12 @@ mdns = true
 # learns its NAT status (AutoNAT) and upgrades relayed connections by hole punching (DCUtR).
 relay_server = false
 
+# Connected peers kept: the best by round trip and load, plus a pool drawn at random from the rest
+# (so a node is never surrounded only by the peers that look best); beyond both, the others are
+# disconnected, and below, more are dialed from the DHT. Bootstrap peers are always kept.
+shortlist_peers = 32
+random_peers = 16
+
 # Address of the HTTP API: JSON-RPC 2.0 at POST /, OpenAI-compatible API under /v1.
 http = "127.0.0.1:7400"
 
@@ -143,6 +149,10 @@ pub struct Config {
     pub mdns: bool,
     /// Serve as a circuit relay v2 for other peers. Default: off.
     pub relay_server: bool,
+    /// Best peers kept connected. Default: 32.
+    pub shortlist_peers: usize,
+    /// Peers kept connected at random beyond the shortlist. Default: 16.
+    pub random_peers: usize,
     /// HTTP API address. Default: [`DEFAULT_HTTP`].
     pub http: SocketAddr,
     /// Models to serve. Default: the registry's default chat model.
@@ -427,6 +437,8 @@ impl Default for Config {
             bootstrap: Vec::new(),
             mdns: true,
             relay_server: false,
+            shortlist_peers: 32,
+            random_peers: 16,
             http: DEFAULT_HTTP
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7400))),
@@ -497,6 +509,12 @@ impl Config {
             return Err(NodeError::Config(
                 "max_concurrent_generations must be at least 1".into(),
             ));
+        }
+        let max = crate::network::MAX_PEERS;
+        if self.shortlist_peers == 0 || self.shortlist_peers + self.random_peers > max {
+            return Err(NodeError::Config(format!(
+                "shortlist_peers must be at least 1 and shortlist_peers + random_peers at most {max}"
+            )));
         }
         if !(50..=600_000).contains(&self.ledger_tick_ms) {
             return Err(NodeError::Config(
@@ -631,6 +649,8 @@ mod tests {
     fn bad_values_are_rejected() {
         assert!(Config::from_toml_str("listen = [\"not a multiaddr\"]").is_err());
         assert!(Config::from_toml_str("max_concurrent_generations = 0").is_err());
+        assert!(Config::from_toml_str("shortlist_peers = 0").is_err());
+        assert!(Config::from_toml_str("shortlist_peers = 100\nrandom_peers = 29").is_err());
         assert!(Config::from_toml_str("unknown_key = 1").is_err());
     }
 

@@ -6,6 +6,7 @@
 //! | `mycel_peers_up` | gauge | connected peers whose heartbeats are current |
 //! | `mycel_connections` | gauge | established libp2p connections |
 //! | `mycel_gossip_messages_total{outcome}` | counter | gossip messages `accepted` or `rejected` |
+//! | `mycel_peers_pruned_total` | counter | connections closed to keep the shortlist and random pool of peers |
 //! | `mycel_heartbeats_sent_total` / `mycel_heartbeats_received_total` | counter | heartbeats published / accepted |
 //! | `mycel_inference_requests_total{route}` | counter | requests asked here (`local`, `remote`) or served for peers (`inbound`) |
 //! | `mycel_inference_failures_total` | counter | requests asked here that ended without an answer |
@@ -87,6 +88,8 @@ pub struct Metrics {
     /// Established connections.
     pub connections: Gauge,
     gossip: Family<Labels, Counter>,
+    /// Peers disconnected to keep the shortlist and random pool.
+    pub peers_pruned: Counter,
     /// Heartbeats published.
     pub heartbeats_sent: Counter,
     /// Heartbeats accepted from peers.
@@ -133,6 +136,7 @@ impl Metrics {
         let connections = Gauge::default();
         let gossip = Family::<Labels, Counter>::default();
         let heartbeats_sent = Counter::default();
+        let peers_pruned = Counter::default();
         let heartbeats_received = Counter::default();
         let requests = Family::<Labels, Counter>::default();
         let failures = Counter::default();
@@ -205,6 +209,11 @@ impl Metrics {
             gossip.clone(),
         );
         reg.register(
+            "peers_pruned",
+            "Peers disconnected to keep the shortlist and random pool",
+            peers_pruned.clone(),
+        );
+        reg.register(
             "heartbeats_sent",
             "Heartbeats published",
             heartbeats_sent.clone(),
@@ -251,6 +260,7 @@ impl Metrics {
             peers_up,
             connections,
             gossip,
+            peers_pruned,
             heartbeats_sent,
             heartbeats_received,
             requests,

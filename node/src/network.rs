@@ -92,6 +92,8 @@ pub struct NetworkConfig {
     pub consortium: Option<Arc<membership::Consortium>>,
     /// Serve as a libp2p relay (circuit relay v2) for other peers.
     pub relay_server: bool,
+    /// Best peers kept connected, and peers kept at random beyond them ([`PeerTable::excess`]).
+    pub keep_peers: (usize, usize),
     /// The expert router's inbox and its embedding dimension (none: centroid gossip is not
     /// subscribed). Verified updates are `try_send`ed; a full inbox drops them.
     pub centroids: Option<(usize, mpsc::Sender<crate::federation::Inbound>)>,
@@ -713,6 +715,7 @@ pub fn start(
         shard_server,
         gate,
         relayed,
+        recently_closed: HashMap::new(),
     };
     let task = tokio::spawn(actor.run(rx, answer_rx));
     Ok((
@@ -888,7 +891,17 @@ struct Actor {
     /// Consortium mode: who proved membership (None: open network, everyone is admitted).
     gate: Option<Gatekeeper>,
     relayed: RelayedListens,
+    /// Peers whose last connection closed, and when: not dialed again for [`REDIAL_COOLDOWN`]
+    /// (a full peer that closed on us would otherwise be redialed every heartbeat).
+    recently_closed: HashMap<PeerId, Instant>,
 }
+
+/// Peers dialed per heartbeat when fewer than the shortlist and random pool are connected.
+const MAX_DIALS_PER_TICK: usize = 4;
+/// How long a peer whose connection closed is not dialed from the DHT.
+const REDIAL_COOLDOWN: Duration = Duration::from_secs(60);
+/// Most peers remembered as recently closed.
+const MAX_RECENTLY_CLOSED: usize = 1024;
 
 /// First and longest wait before listening again through a relay whose reservation failed or ended.
 const RELAY_RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -965,6 +978,7 @@ impl Actor {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = heartbeat.tick() => {
                     self.relisten_through_relays();
+                    self.manage_connections();
                     self.publish_heartbeat();
                     self.cfg.metrics.peers_up.set(self.peers.up_count(Instant::now()) as i64);
                 }
@@ -1205,6 +1219,72 @@ impl Actor {
         };
     }
 
+    /// Keeps the shortlist of best peers plus a random pool connected: closes the connections
+    /// beyond both, and dials a few peers the DHT knows when below them. Bootstrap peers and the
+    /// relays this node listens through are never closed.
+    fn manage_connections(&mut self) {
+        let (shortlist, random) = self.cfg.keep_peers;
+        let protected: Vec<PeerId> = self
+            .cfg
+            .bootstrap
+            .iter()
+            .chain(self.relayed.active.values().map(|(a, _)| a))
+            .filter_map(|a| {
+                a.iter().find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                })
+            })
+            .collect();
+        let now = Instant::now();
+        let excess = self
+            .peers
+            .excess(now, shortlist, random, &protected, &mut rand::rng());
+        if !excess.is_empty() {
+            tracing::info!(
+                closing = excess.len(),
+                kept = shortlist + random,
+                "too many peers"
+            );
+        }
+        for peer in excess {
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                self.cfg.metrics.peers_pruned.inc();
+            }
+        }
+        let missing = (shortlist + random).saturating_sub(self.peers.len());
+        if missing == 0 {
+            return;
+        }
+        let mut known: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                let peer = *entry.node.key.preimage();
+                if !self.peers.contains(&peer) {
+                    known.push((peer, entry.node.value.iter().cloned().collect()));
+                }
+            }
+        }
+        self.recently_closed
+            .retain(|_, at| now.duration_since(*at) < REDIAL_COOLDOWN);
+        known.retain(|(p, _)| !self.swarm.is_connected(p) && !self.recently_closed.contains_key(p));
+        let mut rng = rand::rng();
+        for _ in 0..missing.min(MAX_DIALS_PER_TICK) {
+            if known.is_empty() {
+                break;
+            }
+            let (peer, addrs) =
+                known.swap_remove((rand::Rng::next_u64(&mut rng) % known.len() as u64) as usize);
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "cannot dial a DHT peer");
+            }
+        }
+    }
+
     fn relisten_through_relays(&mut self) {
         for (addr, backoff) in self.relayed.due(Instant::now()) {
             match self.swarm.listen_on(addr.clone()) {
@@ -1279,6 +1359,9 @@ impl Actor {
             } => {
                 self.cfg.metrics.connections.dec();
                 if num_established == 0 {
+                    if self.recently_closed.len() < MAX_RECENTLY_CLOSED {
+                        self.recently_closed.insert(peer_id, Instant::now());
+                    }
                     if let Some(gate) = &mut self.gate {
                         gate.disconnected(&peer_id);
                     }

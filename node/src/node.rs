@@ -1368,6 +1368,7 @@ impl RunningNode {
                 audit: judges.then_some(audit_tx),
                 consortium,
                 relay_server: cfg.relay_server,
+                keep_peers: (cfg.shortlist_peers, cfg.random_peers),
                 centroids: federation.as_ref().map(|f| (f.dim(), centroid_tx.clone())),
                 manifests: manifests.clone(),
             },

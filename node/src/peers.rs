@@ -241,6 +241,42 @@ impl PeerTable {
         found.into_iter().take(max).map(|(_, p)| p).collect()
     }
 
+    /// The peers to disconnect so that at most `shortlist + random` stay: the `shortlist` best
+    /// (up before down, then cheapest by [`Self::cost`]) are kept, then `random` of the others drawn
+    /// uniformly by `rng` — a pool no one can buy into by being fast, so a node is never surrounded
+    /// by only the peers that look best (an eclipse). `protected` peers (bootstrap, relays) are kept
+    /// and count towards neither part.
+    pub fn excess<R: rand::Rng + ?Sized>(
+        &self,
+        now: Instant,
+        shortlist: usize,
+        random: usize,
+        protected: &[PeerId],
+        rng: &mut R,
+    ) -> Vec<PeerId> {
+        let mut ranked: Vec<(bool, Duration, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(p, _)| !protected.contains(p))
+            .map(|(p, e)| (!self.is_up(p, now), Self::cost(e), *p))
+            .collect();
+        if ranked.len() <= shortlist + random {
+            return Vec::new();
+        }
+        ranked.sort();
+        let mut rest: Vec<PeerId> = ranked
+            .split_off(shortlist.min(ranked.len()))
+            .into_iter()
+            .map(|(.., p)| p)
+            .collect();
+        // A partial Fisher–Yates shuffle: the first `random` entries are the pool.
+        for i in 0..random.min(rest.len()) {
+            let j = i + (rng.next_u64() % (rest.len() - i) as u64) as usize;
+            rest.swap(i, j);
+        }
+        rest.split_off(random.min(rest.len()))
+    }
+
     /// Every tracked peer with its state.
     pub fn iter(&self) -> impl Iterator<Item = (&PeerId, &PeerEntry)> {
         self.peers.iter()
@@ -273,6 +309,58 @@ mod tests {
 
     fn addr() -> Multiaddr {
         "/ip4/127.0.0.1/tcp/1".parse().expect("addr")
+    }
+
+    #[test]
+    fn excess_keeps_the_best_a_random_pool_and_the_protected() {
+        let t0 = Instant::now();
+        let mut table = PeerTable::new(64, INTERVAL);
+        // 20 up peers with round trips 1..=20 ms, 4 down ones (never heard from).
+        let up: Vec<PeerId> = (1..=20u64)
+            .map(|ms| {
+                let p = PeerId::random();
+                assert!(table.connected(p, addr()));
+                assert!(table.heartbeat(&p, hb(1, 0), t0));
+                table.rtt(&p, Duration::from_millis(ms));
+                p
+            })
+            .collect();
+        let silent: Vec<PeerId> = (0..4)
+            .map(|_| {
+                let p = PeerId::random();
+                assert!(table.connected(p, addr()));
+                p
+            })
+            .collect();
+        let boot = silent[0];
+        let mut rng = <rand::rngs::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(7);
+        assert!(
+            table.excess(t0, 20, 4, &[], &mut rng).is_empty(),
+            "at the target"
+        );
+        let mut pools = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let cut = table.excess(t0, 5, 3, &[boot], &mut rng);
+            // 24 peers, one protected, 5 + 3 kept: 15 go.
+            assert_eq!(cut.len(), 15);
+            assert!(!cut.contains(&boot), "protected");
+            for best in &up[..5] {
+                assert!(!cut.contains(best), "the fastest five stay");
+            }
+            let kept: Vec<PeerId> = up[5..]
+                .iter()
+                .chain(&silent[1..])
+                .filter(|p| !cut.contains(p))
+                .copied()
+                .collect();
+            assert_eq!(kept.len(), 3, "a pool of three");
+            pools.insert(kept);
+        }
+        assert!(
+            pools.len() > 10,
+            "the pool is drawn at random: {}",
+            pools.len()
+        );
     }
 
     #[test]

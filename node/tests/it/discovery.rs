@@ -104,3 +104,84 @@ async fn a_node_is_reachable_through_a_relay() {
         n.shutdown().await;
     }
 }
+
+/// Connection management: a hub that keeps a shortlist of 2 and a random pool of 1 closes the
+/// connections beyond them (its bootstrap peer is kept besides; DHT queries may open new ones, which
+/// the next heartbeat closes again); the leaves, below their own targets, dial each other from the
+/// DHT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_keeps_its_shortlist_and_random_pool() {
+    use mycel_node::config::Config;
+    use mycel_node::{RunningNode, StartOptions};
+    let start = |config: Config| {
+        RunningNode::start(StartOptions {
+            shards: Default::default(),
+            models_dir: None,
+            key: Keypair::generate(),
+            config,
+            models: Default::default(),
+            info_file: None,
+            ledger: None,
+        })
+    };
+    let seed = start(Config::loopback(Vec::new())).await.unwrap();
+    let seed_addr = seed.node.listen_addrs()[0].to_string();
+    let mut hub_cfg = Config::loopback(vec![seed_addr]);
+    (hub_cfg.shortlist_peers, hub_cfg.random_peers) = (2, 1);
+    let hub = start(hub_cfg).await.unwrap();
+    let hub_addr = hub.node.listen_addrs()[0].to_string();
+    let mut leaves = Vec::new();
+    for _ in 0..6 {
+        leaves.push(
+            start(Config::loopback(vec![hub_addr.clone()]))
+                .await
+                .unwrap(),
+        );
+    }
+    let count = |n: &RunningNode| {
+        let n = n.node.clone();
+        async move { n.peers().await.unwrap().len() }
+    };
+    let pruned = || {
+        let text = hub.node.metrics().encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix("mycel_peers_pruned_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("the pruning counter")
+    };
+    // Seven peers dial the hub: within a few heartbeats it closed at least three and is down to
+    // 2 + 1 + its bootstrap peer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pruned() < 3.0 || count(&hub).await > 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the hub kept {} peers, closed {}",
+            count(&hub).await,
+            pruned()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peers = hub.node.peers().await.unwrap();
+    assert!(
+        peers
+            .iter()
+            .any(|p| p.peer_id == seed.node.peer_id().to_base58()),
+        "the bootstrap peer is kept: {peers:?}"
+    );
+    // The leaves learned of each other through the hub's DHT and connected among themselves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut meshed = true;
+        for l in &leaves {
+            meshed &= count(l).await >= 2;
+        }
+        if meshed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leaves stayed isolated");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for n in leaves.into_iter().chain([hub, seed]) {
+        n.shutdown().await;
+    }
+}
