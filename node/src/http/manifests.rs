@@ -1,11 +1,10 @@
 //! `mycel_publishManifest`: checks a signed model manifest and gossips it through this node.
 
+use jsonrpsee::RpcModule;
 use jsonrpsee::types::{ErrorObjectOwned, Params};
-use jsonrpsee::{Extensions, RpcModule};
 use mycel_rpc_api::error_codes;
 use serde_json::{Value, json};
 
-use super::Caller;
 use crate::manifest::{MANIFEST_TOPIC, Offer, Received, SignedManifest};
 use crate::node::Node;
 
@@ -16,31 +15,12 @@ pub const PUBLISH_METHOD: &str = "mycel_publishManifest";
 /// `mycel-node model publish` builds. Only loopback callers and holders of the node's bearer token
 /// may call it. Result: `{"status": "published" | "known", "publisher", "model", "version"}`.
 pub(super) fn module(node: Node) -> Result<RpcModule<()>, jsonrpsee::core::RegisterMethodError> {
-    let mut m = RpcModule::new(());
-    m.register_async_method(
-        PUBLISH_METHOD,
-        move |params: Params<'static>, _, ext: Extensions| {
-            let node = node.clone();
-            async move { publish(&node, params, &ext).await }
-        },
-    )?;
-    Ok(m)
+    super::admin_method(node, PUBLISH_METHOD, |node, params| async move {
+        publish(&node, params).await
+    })
 }
 
-async fn publish(
-    node: &Node,
-    params: Params<'_>,
-    ext: &Extensions,
-) -> Result<Value, ErrorObjectOwned> {
-    if !ext.get::<Caller>().is_some_and(|c| c.trusted) {
-        return Err(ErrorObjectOwned::owned(
-            error_codes::UNAUTHORIZED,
-            format!(
-                "{PUBLISH_METHOD} is only allowed from loopback or with the node's bearer token"
-            ),
-            None::<()>,
-        ));
-    }
+async fn publish(node: &Node, params: Params<'_>) -> Result<Value, ErrorObjectOwned> {
     let invalid = |m: String| ErrorObjectOwned::owned(error_codes::INVALID_PARAMS, m, None::<()>);
     let signed: SignedManifest = params
         .one()

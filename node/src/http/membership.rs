@@ -1,12 +1,11 @@
 //! `mycel_revokeMembership`: publishes a signed consortium membership revocation through this node.
 
+use jsonrpsee::RpcModule;
 use jsonrpsee::types::{ErrorObjectOwned, Params};
-use jsonrpsee::{Extensions, RpcModule};
 use mycel_identity::revocation::Revocation;
 use mycel_rpc_api::error_codes;
 use serde_json::{Value, json};
 
-use super::Caller;
 use crate::error::NodeError;
 use crate::node::Node;
 
@@ -17,31 +16,12 @@ pub const REVOKE_METHOD: &str = "mycel_revokeMembership";
 /// revoke` writes. Only loopback callers and holders of the node's bearer token may call it.
 /// Result: `{"status": "applied" | "known", "subject": "<did>"}`.
 pub(super) fn module(node: Node) -> Result<RpcModule<()>, jsonrpsee::core::RegisterMethodError> {
-    let mut m = RpcModule::new(());
-    m.register_async_method(
-        REVOKE_METHOD,
-        move |params: Params<'static>, _, ext: Extensions| {
-            let node = node.clone();
-            async move { revoke(&node, params, &ext).await }
-        },
-    )?;
-    Ok(m)
+    super::admin_method(node, REVOKE_METHOD, |node, params| async move {
+        revoke(&node, params).await
+    })
 }
 
-async fn revoke(
-    node: &Node,
-    params: Params<'_>,
-    ext: &Extensions,
-) -> Result<Value, ErrorObjectOwned> {
-    if !ext.get::<Caller>().is_some_and(|c| c.trusted) {
-        return Err(ErrorObjectOwned::owned(
-            error_codes::UNAUTHORIZED,
-            format!(
-                "{REVOKE_METHOD} is only allowed from loopback or with the node's bearer token"
-            ),
-            None::<()>,
-        ));
-    }
+async fn revoke(node: &Node, params: Params<'_>) -> Result<Value, ErrorObjectOwned> {
     let invalid = |m: String| ErrorObjectOwned::owned(error_codes::INVALID_PARAMS, m, None::<()>);
     let revocation: Revocation = params
         .one()

@@ -64,6 +64,40 @@ fn classify(
     }
 }
 
+/// A JSON-RPC module with one state-changing method: `handler(node, params)` runs for trusted
+/// callers ([`Caller`]) only; others get [`error_codes::UNAUTHORIZED`].
+///
+/// [`error_codes::UNAUTHORIZED`]: mycel_rpc_api::error_codes::UNAUTHORIZED
+fn admin_method<F, Fut>(
+    node: Node,
+    method: &'static str,
+    handler: F,
+) -> std::result::Result<jsonrpsee::RpcModule<()>, jsonrpsee::core::RegisterMethodError>
+where
+    F: Fn(Node, jsonrpsee::types::Params<'static>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = std::result::Result<serde_json::Value, jsonrpsee::types::ErrorObjectOwned>,
+        > + Send,
+{
+    let mut m = jsonrpsee::RpcModule::new(());
+    m.register_async_method(method, move |params, _, ext: jsonrpsee::Extensions| {
+        let (node, handler) = (node.clone(), handler.clone());
+        async move {
+            if !ext.get::<Caller>().is_some_and(|c| c.trusted) {
+                return Err(jsonrpsee::types::ErrorObjectOwned::owned(
+                    mycel_rpc_api::error_codes::UNAUTHORIZED,
+                    format!(
+                        "{method} is only allowed from loopback or with the node's bearer token"
+                    ),
+                    None::<()>,
+                ));
+            }
+            handler(node, params).await
+        }
+    })?;
+    Ok(m)
+}
+
 /// Largest HTTP request body (OpenAI and JSON-RPC alike).
 pub const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
 /// Response header naming the DID of the node that ran the model.

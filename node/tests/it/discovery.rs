@@ -12,6 +12,20 @@ async fn find_peer(node: &mycel_node::RunningNode, did: &str) -> Value {
     post(url(node, "/"), body.to_string()).await.json()
 }
 
+/// A node serving nothing, with a fresh key and no ledger.
+async fn start(config: mycel_node::config::Config) -> mycel_node::Result<mycel_node::RunningNode> {
+    mycel_node::RunningNode::start(mycel_node::StartOptions {
+        shards: Default::default(),
+        models_dir: None,
+        key: Keypair::generate(),
+        config,
+        models: Default::default(),
+        info_file: None,
+        ledger: None,
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_did_resolves_to_its_nodes_addresses_through_the_dht() {
     let a = start_provider().await;
@@ -61,18 +75,6 @@ async fn a_did_resolves_to_its_nodes_addresses_through_the_dht() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_reachable_through_a_relay() {
     use mycel_node::config::Config;
-    use mycel_node::{RunningNode, StartOptions};
-    let start = |config: Config| {
-        RunningNode::start(StartOptions {
-            shards: Default::default(),
-            models_dir: None,
-            key: Keypair::generate(),
-            config,
-            models: Default::default(),
-            info_file: None,
-            ledger: None,
-        })
-    };
     let mut relay_cfg = Config::loopback(Vec::new());
     relay_cfg.relay_server = true;
     let r = start(relay_cfg).await.unwrap();
@@ -111,19 +113,8 @@ async fn a_node_is_reachable_through_a_relay() {
 /// DHT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_keeps_its_shortlist_and_random_pool() {
+    use mycel_node::RunningNode;
     use mycel_node::config::Config;
-    use mycel_node::{RunningNode, StartOptions};
-    let start = |config: Config| {
-        RunningNode::start(StartOptions {
-            shards: Default::default(),
-            models_dir: None,
-            key: Keypair::generate(),
-            config,
-            models: Default::default(),
-            info_file: None,
-            ledger: None,
-        })
-    };
     let seed = start(Config::loopback(Vec::new())).await.unwrap();
     let seed_addr = seed.node.listen_addrs()[0].to_string();
     let mut hub_cfg = Config::loopback(vec![seed_addr]);

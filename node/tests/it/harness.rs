@@ -179,3 +179,15 @@ pub async fn post_with_auth(url: String, body: String, authorization: &str) -> H
     .await
     .unwrap()
 }
+
+/// A non-loopback address of this machine (reaching a node through it makes the client
+/// non-loopback), found by routing a UDP socket without sending anything; None when the machine
+/// has none.
+pub fn routable_ip() -> Option<std::net::IpAddr> {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}

@@ -340,13 +340,7 @@ async fn manifest_with_a_wrong_hash_is_not_adopted_and_the_old_version_keeps_ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_publishing_needs_a_trusted_caller() {
     use crate::harness::post_with_auth;
-    let Some(ip) = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
-        .and_then(|s| s.local_addr())
-        .ok()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-    else {
+    let Some(ip) = crate::harness::routable_ip() else {
         println!("SKIPPED: this machine has no routable address");
         return;
     };

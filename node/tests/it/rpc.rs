@@ -495,13 +495,7 @@ async fn bearer_token_gate_trusts_loopback_and_checks_others() {
 
     // Reaching the node through a non-loopback address of this machine makes the client
     // non-loopback. Skipped where the machine has no such address.
-    let Some(ip) = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
-        .and_then(|s| s.local_addr())
-        .ok()
-        .map(|a| a.ip())
-        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-    else {
+    let Some(ip) = crate::harness::routable_ip() else {
         println!("SKIPPED the non-loopback half: this machine has no routable address");
         return;
     };
