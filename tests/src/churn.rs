@@ -555,9 +555,9 @@ pub struct ChurnReport {
     pub success_curve: Vec<(f64, f64, u64)>,
 }
 
-impl ChurnReport {
+impl crate::report::Report for ChurnReport {
     /// Whether every goal was met (the ledger's when the run kept one).
-    pub fn goals_met(&self) -> bool {
+    fn goals_met(&self) -> bool {
         let ledger_ok = match &self.ledger {
             ChurnLedger::Off => true,
             ChurnLedger::Measured(l) => l.goal_met,
@@ -566,7 +566,7 @@ impl ChurnReport {
     }
 
     /// The figures in a few lines (for the terminal).
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         let rec = self
             .recovery_max_s
             .map_or("not recovered".to_string(), |s| format!("{s:.1} s"));
@@ -610,7 +610,7 @@ impl ChurnReport {
     }
 
     /// The report as Markdown.
-    pub fn to_markdown(&self) -> String {
+    fn to_markdown(&self) -> String {
         let c = &self.config;
         let mut s = String::new();
         s.push_str("# Churn simulation\n\n");
@@ -781,7 +781,7 @@ impl ChurnReport {
     }
 
     /// Answered share and coverage over time, waves marked, spans without full coverage shaded.
-    pub fn to_svg(&self) -> String {
+    fn to_svg(&self) -> String {
         let max_seen = self
             .coverage
             .iter()
@@ -1350,6 +1350,7 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Report;
 
     fn sample(t_s: f64, min_seen: usize) -> CoverageSample {
         CoverageSample {

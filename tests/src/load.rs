@@ -252,19 +252,14 @@ pub struct LoadReport {
     pub rss: Vec<RssSample>,
 }
 
-impl LoadReport {
+impl crate::report::Report for LoadReport {
     /// Whether every goal was met.
-    pub fn goals_met(&self) -> bool {
+    fn goals_met(&self) -> bool {
         self.errors_goal_met && self.memory_goal_met
     }
 
-    fn rss_limit_mib(&self) -> f64 {
-        self.rss_first_half_peak_mib * (1.0 + self.config.rss_growth_ratio)
-            + self.config.rss_slack_mib
-    }
-
     /// The figures in a few lines (for the terminal).
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         format!(
             "load: {} nodes ({} forwarders), {} SSE + {} WebSocket clients for {:.0} s\n\
              answers: {} ({:.0}/s), shed (busy, retried): {}, errors: {} (goal 0: {})\n\
@@ -296,7 +291,7 @@ impl LoadReport {
     }
 
     /// The report as Markdown.
-    pub fn to_markdown(&self) -> String {
+    fn to_markdown(&self) -> String {
         let c = &self.config;
         let mut s = String::from("# Load test\n\n");
         s.push_str(&format!(
@@ -371,7 +366,7 @@ impl LoadReport {
     }
 
     /// RSS and answer rate over time.
-    pub fn to_svg(&self) -> String {
+    fn to_svg(&self) -> String {
         let peak = self.rss.iter().map(|r| r.rss_mib).fold(0.0, f64::max);
         let rate: Vec<(f64, f64)> = self
             .rss
@@ -444,6 +439,13 @@ impl LoadReport {
             span_label: String::new(),
         }
         .to_svg()
+    }
+}
+
+impl LoadReport {
+    fn rss_limit_mib(&self) -> f64 {
+        self.rss_first_half_peak_mib * (1.0 + self.config.rss_growth_ratio)
+            + self.config.rss_slack_mib
     }
 }
 
@@ -729,6 +731,7 @@ async fn client_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Report;
 
     fn sample(t_s: f64, rss_mib: f64) -> RssSample {
         RssSample {

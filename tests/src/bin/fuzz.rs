@@ -46,23 +46,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Some(code) = mycel_tests::process::rerun_with_single_threaded_compute() {
-        return code;
-    }
-    init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    rt.block_on(run(args))
+    mycel_tests::report::main(run(Args::parse()))
 }
 
 async fn run(args: Args) -> ExitCode {
@@ -100,51 +84,10 @@ async fn run(args: Args) -> ExitCode {
     }
     cfg.models_dir = args.models_dir.or_else(default_models_dir);
     let progress = |line: &str| eprintln!("[fuzz] {line}");
-    let report = match fuzz::run(&cfg, &progress).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fuzz run failed: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    println!("{}", report.summary());
-    match mycel_tests::report::write(
-        &args.out,
-        "fuzz",
-        &report,
-        &report.to_markdown(),
-        &report.to_svg(),
-    ) {
-        Ok(paths) => {
-            for p in paths {
-                println!("wrote {}", p.display());
-            }
-        }
-        Err(e) => {
-            eprintln!("cannot write the report: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    if report.goals_met() {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("a goal was missed");
-        ExitCode::FAILURE
-    }
+    mycel_tests::report::finish(&args.out, "fuzz", fuzz::run(&cfg, &progress).await)
 }
 
 /// The devnet's models cache, where `mycel-node pull` puts the embedding model.
 fn default_models_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mycel/dev-data/models"))
-}
-
-/// Node logs go to stderr, errors only unless `RUST_LOG` says otherwise (the attacks make nodes
-/// warn a lot, by design).
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -192,14 +192,14 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
-impl FuzzReport {
+impl crate::report::Report for FuzzReport {
     /// Whether every goal was met.
-    pub fn goals_met(&self) -> bool {
+    fn goals_met(&self) -> bool {
         self.goals.all()
     }
 
     /// The figures for the terminal (and the issue note).
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         let mut s = String::new();
         let c = &self.config;
         let _ = writeln!(
@@ -357,7 +357,7 @@ impl FuzzReport {
     }
 
     /// The report as Markdown.
-    pub fn to_markdown(&self) -> String {
+    fn to_markdown(&self) -> String {
         let mut s = String::from("# Fuzz run\n\n```text\n");
         s.push_str(&self.summary());
         s.push_str("```\n\n## Mutations used\n\n| mutation | times |\n|---|---:|\n");
@@ -369,7 +369,7 @@ impl FuzzReport {
     }
 
     /// RSS and the attack rate over time.
-    pub fn to_svg(&self) -> String {
+    fn to_svg(&self) -> String {
         let rate: Vec<(f64, f64)> = self
             .rss
             .windows(2)
