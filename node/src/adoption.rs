@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mycel_models::registry::ModelEntry;
 use mycel_models::{ChatModel, LoadOptions, PullOptions};
 use serde::{Deserialize, Serialize};
 
@@ -81,12 +82,20 @@ fn persist(models_dir: &Path, adopted: &[VerifiedManifest]) -> Result<()> {
 /// Fetches `m`'s file into the cache (verified against its sha256 and size), and loads it as a
 /// chat model. Blocking.
 pub fn fetch_and_load(m: &VerifiedManifest, models_dir: &Path) -> Result<ChatModel> {
-    let base = crate::models::base_entry(m.model().as_str())?;
-    let entry = m.entry(&base);
-    let dir = version_dir(models_dir, &m.file().sha256.to_hex());
+    let (entry, dir) = version_entry(m, models_dir)?;
     let verified =
         mycel_models::pull_with_options(&entry, &dir, &PullOptions::default(), &mut |_| {})?;
     Ok(ChatModel::load(&verified, &LoadOptions::default())?)
+}
+
+/// The registry entry `m` describes (its model's entry with the manifest's file and sources) and
+/// the cache directory of that version.
+fn version_entry(m: &VerifiedManifest, models_dir: &Path) -> Result<(ModelEntry, PathBuf)> {
+    let base = crate::models::base_entry(m.model().as_str())?;
+    Ok((
+        m.entry(&base),
+        version_dir(models_dir, &m.file().sha256.to_hex()),
+    ))
 }
 
 /// At start, before the node serves anything: every adopted manifest of a trusted publisher for
@@ -129,14 +138,13 @@ pub fn restore(models_dir: &Path, book: &ManifestBook, host: &ModelHost) -> Vec<
         if host.served(&id).is_none() {
             continue;
         }
-        let loaded = crate::models::base_entry(&id).and_then(|base| {
-            let entry = m.entry(&base);
-            let dir = version_dir(models_dir, &m.file().sha256.to_hex());
-            match mycel_models::verify_cached(&entry, &dir)? {
-                Some(v) => Ok(ChatModel::load(&v, &LoadOptions::default())?),
-                None => Err(NodeError::Config("its file is not in the cache".into())),
-            }
-        });
+        let loaded =
+            version_entry(&m, models_dir).and_then(
+                |(entry, dir)| match mycel_models::verify_cached(&entry, &dir)? {
+                    Some(v) => Ok(ChatModel::load(&v, &LoadOptions::default())?),
+                    None => Err(NodeError::Config("its file is not in the cache".into())),
+                },
+            );
         match loaded {
             Ok(model) => {
                 host.replace_model(&id, Arc::new(model));

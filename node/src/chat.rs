@@ -579,7 +579,8 @@ impl ModelHost {
         let (model, job) = self.resolve(job)?;
         // A prompt that does not fit is the caller's error, found before a slot is taken (inside
         // the generation it would only surface as a failed job).
-        let prompt_tokens = model.encode_chat(&job.messages)?.len();
+        let prompt = model.encode_chat(&job.messages)?;
+        let prompt_tokens = prompt.len();
         if prompt_tokens >= model.max_context() {
             return Err(NodeError::InvalidRequest(
                 mycel_models::ModelsError::ContextOverflow {
@@ -619,7 +620,7 @@ impl ModelHost {
         let generated = self.generated.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let event = run_job(model, job, &out_tx, &delay, forge).await;
+            let event = run_job(model, job, prompt, &out_tx, &delay, forge).await;
             if let ChatEvent::Done(a) = &event {
                 generated.fetch_add(u64::from(a.completion_tokens), Ordering::Relaxed);
             }
@@ -629,21 +630,26 @@ impl ModelHost {
     }
 }
 
-/// Runs one generation, forwarding deltas; returns the final event.
+/// Runs one generation of the already tokenized `prompt`, forwarding deltas; returns the final
+/// event.
 async fn run_job(
     model: Arc<ChatModel>,
     job: ChatJob,
+    prompt: Vec<u32>,
     out: &mpsc::Sender<ChatEvent>,
     delay_us: &AtomicU64,
     forge: bool,
 ) -> ChatEvent {
     let (tok_tx, tok_rx) = mpsc::channel(TOKEN_CHANNEL_CAPACITY);
-    let session = model.new_session();
-    let handle =
-        mycel_models::spawn_generate(model.clone(), session, job.messages, job.params, tok_tx);
+    let handle = {
+        let (model, params) = (model.clone(), job.params);
+        tokio::task::spawn_blocking(move || {
+            model.generate_from_ids(&mut model.new_session(), &prompt, &params, &tok_tx)
+        })
+    };
     let generation = async {
         match handle.await {
-            Ok((_, r)) => r.map_err(|e| e.to_string()),
+            Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("generation task failed: {e}")),
         }
     };
