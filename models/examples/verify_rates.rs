@@ -1,43 +1,67 @@
-//! Measures the audit rules on the real model: false-reject rate for honest outputs and
-//! false-accept rate for forgeries, for the current rank/margin rule (`ChatModel::verify`,
-//! `VerifyPolicy::default()`) and the sampler-replay rule (`ChatModel::verify_replay`).
+//! Measures the sampler-replay audit rule (`ChatModel::verify_replay`, specs/models.md §5) on
+//! the real model: false-reject rate for honest receipts, false-accept rate for forgeries.
 //!
-//! `RAYON_NUM_THREADS=1 cargo run --release -p mycel-models --example verify_rates -- <models dir> [N] [tokens]`
+//! `cargo run --release -p mycel-models --example verify_rates -- <models dir> [N] [tokens] [offset]`
 //!
-//! Validator: Q8_0-requantized weights (the default load) in this process. Honest workers: the
-//! file's Q4_1 weights in this process, and Q8_0 in a child process with another thread count;
-//! each greedy and with temperature 0.7 (top_k 40, top_p 0.95, seed = prompt index). A receipt
-//! is (output ids, followed by the stop token when the worker claims it stopped; the sampling
-//! params). Both rules also require a receipt that does not claim a stop to have exactly
-//! `max_tokens` tokens. Forgeries, built from the Q4_1 receipts: another prompt's output, 5%
-//! random substitutions (at least one), truncated to half and claimed stopped, extended with
-//! 4 random tokens and claimed stopped. Prints the table every 10 prompts.
+//! - Prompts: N (default 200) questions from 12 templates × 30 topics, starting at `offset`
+//!   (the rule's constants were calibrated on 200..300; the spec's table uses 0..200).
+//! - Honest workers: two child processes with `RAYON_NUM_THREADS` 1 and 2, each generating
+//!   with the file's Q4_1 weights and with Q8_0 (the default load), greedy and at T 0.7 and
+//!   1.0 (top_k 40, top_p 0.95, seed = prompt index), at most `tokens` (default 24) tokens,
+//!   through `ChatModel::generate_from_ids`. A receipt is the emitted ids followed by the stop
+//!   token drawn, if any, and the sampling params.
+//! - Validator: Q8_0 in this process (thread count from `RAYON_NUM_THREADS`).
+//! - Forgeries, from each Q4_1 1-thread receipt: the next prompt's receipt (same mode); 5% of
+//!   the emitted tokens replaced by random ids (at least one); the emitted tokens cut to half
+//!   and a stop claimed; the emitted tokens extended by 4 tokens (each the best non-stop token
+//!   of a forger holding the validator's weights) and a stop claimed, under a budget 5 tokens
+//!   larger (room for them and the stop) so that the shape check cannot catch it; and, besides
+//!   the issue's kinds, the honest output claimed under another seed.
+//! - Also, for the first 20 prompts: the Q8_0 1-thread T0.7 receipts checked on the logits of
+//!   one batched teacher-forced pass instead of the worker's one-token-at-a-time path (why the
+//!   replay follows the worker's path).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdout, Command, Stdio};
+use std::time::Instant;
 
-use mycel_models::llama::{StageInput, StageOutput};
-use mycel_models::sampling::{Sampler, SplitMix64};
-use mycel_models::verify::{REPLAY_DRAW_BAND, REPLAY_GREEDY_MARGIN};
+use mycel_models::sampling::{SplitMix64, replay_tolerance};
+use mycel_models::verify::{
+    PromptReplay, REPLAY_LOGIT_TOLERANCE, REPLAY_STRAIN_SPACING, REPLAY_STRAIN_TOLERANCE,
+    first_replay_rejection,
+};
 use mycel_models::{
-    ChatMessage, ChatModel, LoadOptions, Registry, SamplingParams, VerifyPolicy,
-    registry::DEFAULT_CHAT_MODEL, verify_cached,
+    ChatMessage, ChatModel, LoadOptions, Registry, SamplingParams, registry::DEFAULT_CHAT_MODEL,
+    verify_cached,
 };
 
-const CHILD_ENV: &str = "MYCEL_VERIFY_RATES_CHILD";
+const WORKER_ENV: &str = "MYCEL_VERIFY_RATES_WORKER";
+const THREADS: [usize; 2] = [1, 2];
+const MODES: [Mode; 3] = [Mode::Greedy, Mode::T07, Mode::T10];
+const WEIGHTS: [&str; 2] = ["Q4_1", "Q8_0"];
 
-fn questions(n: usize) -> Vec<String> {
-    const T: [&str; 8] = [
+/// A replay stops once a position needs more than this (forgeries only; reported as "> 4").
+const GIVE_UP: f32 = 4.0;
+
+/// Prompts whose Q8_0 receipts are also checked on a batched pass.
+const BATCHED_PROMPTS: usize = 20;
+
+fn prompts(n: usize, offset: usize) -> Vec<String> {
+    const T: [&str; 12] = [
         "What is {}?",
         "Explain {} to a child.",
-        "Give one fact about {}.",
+        "Give one surprising fact about {}.",
         "Why is {} important?",
         "Write a short poem about {}.",
         "What are the risks of {}?",
         "Summarize the history of {}.",
         "How would you describe {} in one sentence?",
+        "List three words related to {}.",
+        "Tell a very short story involving {}.",
+        "What would a scientist say about {}?",
+        "Compare {} with something from everyday life.",
     ];
     const X: [&str; 30] = [
         "photosynthesis",
@@ -71,301 +95,497 @@ fn questions(n: usize) -> Vec<String> {
         "languages",
         "cats",
     ];
-    (0..n)
+    (offset..offset + n)
         .map(|i| T[(i / X.len()) % T.len()].replace("{}", X[i % X.len()]))
         .collect()
 }
 
-#[derive(Clone, Debug)]
-struct Receipt {
-    ids: Vec<u32>,
-    stopped: bool,
-    params: SamplingParams,
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Greedy,
+    T07,
+    T10,
 }
 
-fn params(i: usize, sampled: bool, n: usize) -> SamplingParams {
-    if sampled {
-        SamplingParams {
-            temperature: 0.7,
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Greedy => "T0 (greedy)",
+            Mode::T07 => "T0.7",
+            Mode::T10 => "T1.0",
+        }
+    }
+
+    fn params(self, seed: u64, tokens: usize) -> SamplingParams {
+        let sampled = |temperature| SamplingParams {
+            temperature,
             top_k: Some(40),
             top_p: Some(0.95),
-            seed: i as u64,
-            max_tokens: n,
+            seed,
+            max_tokens: tokens,
             stop_tokens: Vec::new(),
-        }
-    } else {
-        SamplingParams::greedy(n)
-    }
-}
-
-fn generate(m: &ChatModel, prompt: &[u32], p: &SamplingParams) -> Receipt {
-    let mut s = m.new_session();
-    let mut sampler = Sampler::new(p);
-    let mut ids = Vec::new();
-    let mut input = prompt.to_vec();
-    loop {
-        let StageOutput::Logits(l) = m.forward_stage(&mut s, StageInput::Tokens(&input)).unwrap()
-        else {
-            panic!("not a whole model")
         };
-        let id = sampler.sample(&l.to_vec1::<f32>().unwrap());
-        ids.push(id);
-        if m.stop_token_ids().contains(&id) {
-            return Receipt {
-                ids,
-                stopped: true,
-                params: p.clone(),
-            };
+        match self {
+            Mode::Greedy => SamplingParams::greedy(tokens),
+            Mode::T07 => sampled(0.7),
+            Mode::T10 => sampled(1.0),
         }
-        if ids.len() >= p.max_tokens {
-            return Receipt {
-                ids,
-                stopped: false,
-                params: p.clone(),
-            };
-        }
-        input = vec![id];
     }
 }
 
-/// Replay bands (sampled) and margins (greedy) tabulated besides the spec constants.
-const BANDS: [f64; 4] = [0.0, 0.01, 0.05, 0.1];
-const MARGINS: [f64; 4] = [0.0, 0.25, 1.0, 2.0];
+struct Args {
+    dir: PathBuf,
+    n: usize,
+    tokens: usize,
+    offset: usize,
+}
 
-/// (current rule accepts, replay rule accepts, replay acceptance at BANDS / MARGINS)
-fn check(v: &ChatModel, prompt: &[u32], r: &Receipt) -> (bool, bool, [bool; 4]) {
-    let shape_ok = if r.stopped {
-        r.ids.last().is_some_and(|t| v.stop_token_ids().contains(t))
-    } else {
-        r.ids.len() == r.params.max_tokens
-    };
-    if !shape_ok || r.ids.is_empty() {
-        return (false, false, [false; 4]);
+impl Args {
+    fn seed(&self, i: usize) -> u64 {
+        (self.offset + i) as u64
     }
-    let greedy = r.params.temperature == 0.0;
-    let (dist, scores) = v.replay_distances(prompt, &r.ids, &r.params).unwrap();
-    let worst = dist.iter().copied().fold(0.0, f64::max);
-    let pol = VerifyPolicy::default();
-    let current = scores
+}
+
+fn load(dir: &Path, requantize: bool) -> ChatModel {
+    let reg = Registry::load_default().unwrap();
+    let verified = verify_cached(reg.get(DEFAULT_CHAT_MODEL).unwrap(), dir)
+        .unwrap()
+        .expect("model not cached: run `cargo run -p mycel-models --example pull` first");
+    let mut opts = LoadOptions::default();
+    if !requantize {
+        opts.requantize = None;
+    }
+    ChatModel::load(&verified, &opts).unwrap()
+}
+
+/// An honest worker's receipt output: the emitted ids, then the stop token drawn, if any.
+fn generate(m: &ChatModel, prompt: &[u32], p: &SamplingParams) -> Vec<u32> {
+    let (tx, _rx) = tokio::sync::mpsc::channel(p.max_tokens);
+    let c = m
+        .generate_from_ids(&mut m.new_session(), prompt, p, &tx)
+        .unwrap();
+    let mut ids = c.token_ids;
+    ids.extend(c.stop_token);
+    ids
+}
+
+/// Child process: one JSON line per prompt, the outputs for WEIGHTS × MODES in that order.
+fn worker(a: &Args) {
+    let models = [load(&a.dir, false), load(&a.dir, true)];
+    let qs = prompts(a.n, a.offset);
+    let mut out = std::io::stdout().lock();
+    for (i, q) in qs.iter().enumerate() {
+        let prompt = models[0]
+            .encode_chat(&[ChatMessage::user(q.clone())])
+            .unwrap();
+        let outputs: Vec<Vec<u32>> = models
+            .iter()
+            .flat_map(|m| MODES.map(|mode| generate(m, &prompt, &mode.params(a.seed(i), a.tokens))))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string(&outputs).unwrap()).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// One receipt's outcome under the replay rule.
+struct Outcome {
+    accepted: bool,
+    /// The receipt has a generation's shape (`PromptReplay::first_shape_error`).
+    shape_ok: bool,
+    /// Largest per-position tolerance needed (above GIVE_UP the replay stopped; infinity for a
+    /// wrong shape).
+    max_tol: f32,
+    /// Per-position tolerances (up to where the replay stopped).
+    tols: Vec<f32>,
+}
+
+fn check(replay: &mut PromptReplay<'_>, ids: &[u32], p: &SamplingParams) -> Outcome {
+    let accepted = replay.verify(ids, p).unwrap().accepted;
+    if replay.first_shape_error(ids, p).is_some() {
+        return Outcome {
+            accepted,
+            shape_ok: false,
+            max_tol: f32::INFINITY,
+            tols: Vec::new(),
+        };
+    }
+    let tols = replay.tolerances(ids, p, GIVE_UP).unwrap().tolerances;
+    Outcome {
+        accepted,
+        shape_ok: true,
+        max_tol: tols.iter().copied().fold(0.0, f32::max),
+        tols,
+    }
+}
+
+struct Row {
+    label: String,
+    honest: bool,
+    /// Counted in the pooled rates the goals apply to.
+    pooled: bool,
+    outcomes: Vec<Outcome>,
+}
+
+impl Row {
+    fn wrong(&self) -> usize {
+        let honest = self.honest;
+        self.outcomes
+            .iter()
+            .filter(|o| o.accepted != honest)
+            .count()
+    }
+}
+
+/// One-sided 95% upper confidence bound of a rate with `k` events in `n` trials
+/// (Clopper–Pearson).
+fn upper95(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    // P(X ≤ k) for X ~ Binomial(n, p), summed in log space.
+    let cdf = |p: f64| -> f64 {
+        let (lp, lq) = (p.ln(), (1.0 - p).ln());
+        let mut log_c = 0.0f64;
+        let mut sum = 0.0;
+        for i in 0..=k.min(n) {
+            if i > 0 {
+                log_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+            }
+            sum += (log_c + i as f64 * lp + (n - i) as f64 * lq).exp();
+        }
+        sum
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) > 0.05 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+fn pct(a: usize, n: usize) -> f64 {
+    100.0 * a as f64 / n.max(1) as f64
+}
+
+/// p50 / p99 / max of the largest tolerance per well-shaped receipt, and the count of the
+/// others.
+fn quantiles(row: &Row) -> String {
+    let mut xs: Vec<f32> = row
+        .outcomes
         .iter()
-        .all(|s| s.rank < pol.top_k || s.margin <= pol.logit_margin);
-    let limit = if greedy {
-        f64::from(REPLAY_GREEDY_MARGIN)
+        .filter(|o| o.shape_ok)
+        .map(|o| o.max_tol)
+        .collect();
+    let shape = row.outcomes.len() - xs.len();
+    let shape = if shape > 0 {
+        format!(" ({shape} wrong shape)")
     } else {
-        REPLAY_DRAW_BAND
+        String::new()
     };
-    let alt = if greedy { MARGINS } else { BANDS };
-    (current, worst <= limit, alt.map(|b| worst <= b))
+    if xs.is_empty() {
+        return format!("-{shape}");
+    }
+    xs.sort_by(f32::total_cmp);
+    let show = |x: f32| {
+        if x > GIVE_UP {
+            format!("> {GIVE_UP}")
+        } else {
+            format!("{x:.3}")
+        }
+    };
+    let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "{} / {} / {}{shape}",
+        show(q(0.5)),
+        show(q(0.99)),
+        show(xs[xs.len() - 1])
+    )
 }
 
-fn content(r: &Receipt) -> Vec<u32> {
-    let mut c = r.ids.clone();
-    if r.stopped {
-        c.pop();
+fn print_table(rows: &[Row], a: &Args, done: usize, secs: f64) {
+    let threads = candle_core::utils::get_num_threads();
+    println!(
+        "\n## {done} prompts (offset {}), ≤ {} tokens, validator Q8_0 with {threads} thread(s), {secs:.0} s\n",
+        a.offset, a.tokens
+    );
+    println!(
+        "Rule: every position ≤ {REPLAY_LOGIT_TOLERANCE}, at most one position per \
+         {REPLAY_STRAIN_SPACING} above {REPLAY_STRAIN_TOLERANCE}. Honest rows count rejections \
+         (false reject), forged rows acceptances (false accept).\n"
+    );
+    println!(
+        "| receipts | n | wrong | rate | largest tolerance per receipt p50 / p99 / max | positions > {REPLAY_STRAIN_TOLERANCE} / > {REPLAY_LOGIT_TOLERANCE} |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        let n = r.outcomes.len();
+        let w = r.wrong();
+        let positions = if r.honest {
+            let all = r.outcomes.iter().flat_map(|o| &o.tols);
+            let above = |b: f32| all.clone().filter(|&&t| t > b).count();
+            format!(
+                "{} / {} of {}",
+                above(REPLAY_STRAIN_TOLERANCE),
+                above(REPLAY_LOGIT_TOLERANCE),
+                all.clone().count()
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "| {} | {n} | {w} | {:.2}% | {} | {positions} |",
+            r.label,
+            pct(w, n),
+            quantiles(r)
+        );
     }
-    c
+    for (label, honest) in [
+        ("honest receipts falsely rejected", true),
+        (
+            "forgeries falsely accepted (other prompt, substitutions, truncated, extended)",
+            false,
+        ),
+    ] {
+        let pooled = rows.iter().filter(|r| r.pooled && r.honest == honest);
+        let w: usize = pooled.clone().map(Row::wrong).sum();
+        let n: usize = pooled.map(|r| r.outcomes.len()).sum();
+        println!(
+            "\n{label}: {w}/{n} = {:.2}% (95% upper bound {:.2}%); goal < 0.5% {}",
+            pct(w, n),
+            100.0 * upper95(w, n),
+            if pct(w, n) < 0.5 { "met" } else { "NOT met" }
+        );
+    }
+    std::io::stdout().flush().unwrap();
+}
+
+/// Reads one prompt's outputs from a worker: `[weights][mode]`.
+fn read_outputs(lines: &mut Lines<BufReader<ChildStdout>>) -> Vec<Vec<Vec<u32>>> {
+    let line = lines.next().expect("worker ended early").unwrap();
+    let flat: Vec<Vec<u32>> = serde_json::from_str(&line).unwrap();
+    flat.chunks(MODES.len()).map(<[_]>::to_vec).collect()
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir: PathBuf = args
-        .next()
-        .expect("usage: verify_rates <models dir> [N] [tokens]")
-        .into();
-    let n: usize = args.next().map_or(200, |s| s.parse().unwrap());
-    let tokens: usize = args.next().map_or(32, |s| s.parse().unwrap());
-    let reg = Registry::load_default().unwrap();
-    let entry = reg.get(DEFAULT_CHAT_MODEL).unwrap();
-    let verified = verify_cached(entry, &dir)
-        .unwrap()
-        .expect("model not cached");
-    let q8 = ChatModel::load(&verified, &LoadOptions::default()).unwrap();
-    let qs = questions(n);
-    let prompt = |i: usize| q8.encode_chat(&[ChatMessage::user(qs[i].clone())]).unwrap();
-
-    if std::env::var(CHILD_ENV).is_ok() {
-        // Child: Q8_0 worker with another thread count; one JSON line per prompt.
-        let mut out = std::io::stdout().lock();
-        for i in 0..n {
-            let p = prompt(i);
-            let g = generate(&q8, &p, &params(i, false, tokens));
-            let s = generate(&q8, &p, &params(i, true, tokens));
-            let line = serde_json::json!([g.ids, g.stopped, s.ids, s.stopped]);
-            writeln!(out, "{line}").unwrap();
-            out.flush().unwrap();
-        }
+    let a = Args {
+        dir: args
+            .next()
+            .expect("usage: verify_rates <models dir> [N] [tokens] [offset]")
+            .into(),
+        n: args.next().map_or(200, |s| s.parse().unwrap()),
+        tokens: args.next().map_or(24, |s| s.parse().unwrap()),
+        offset: args.next().map_or(0, |s| s.parse().unwrap()),
+    };
+    if std::env::var(WORKER_ENV).is_ok() {
+        worker(&a);
         return;
     }
-    let my_threads = candle_core::utils::get_num_threads();
-    let child_threads = if my_threads == 1 { 2 } else { 1 };
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(std::env::args_os().skip(1))
-        .env(CHILD_ENV, "1")
-        .env("RAYON_NUM_THREADS", child_threads.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child_lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = Instant::now();
+    let mut children = Vec::new();
+    let mut workers: Vec<_> = THREADS
+        .iter()
+        .map(|t| {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(std::env::args_os().skip(1))
+                .env(WORKER_ENV, "1")
+                .env("RAYON_NUM_THREADS", t.to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            children.push(child);
+            lines
+        })
+        .collect();
 
-    let q4 = ChatModel::load(
-        &verified,
-        &LoadOptions {
-            requantize: None,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
-    let vocab = q8.config().vocab_size as u64;
-    let stop = q8
-        .tokenizer()
-        .special_token("<|im_end|>")
-        .unwrap_or(q8.stop_token_ids()[0]);
-    let honest_labels = [
-        "honest greedy Q4_1".to_string(),
-        "honest T0.7 Q4_1".to_string(),
-        format!("honest greedy Q8_0 {child_threads}thr"),
-        format!("honest T0.7 Q8_0 {child_threads}thr"),
-    ];
-    let forge_labels = [
-        "forged other prompt",
-        "forged 5% substitutions",
-        "forged truncated",
-        "forged extended +4",
-    ];
-    // [row][rule] accepted counts; rows: 4 honest, then 4 forgeries × {greedy, sampled}.
-    let rows = 4 + 8;
-    let mut acc = vec![[0usize; 6]; rows];
-    let mut total = vec![0usize; rows];
-    let mut rng = SplitMix64::new(0xF0F0);
-    let q4_receipts = |i: usize| {
-        let p = prompt(i);
-        [
-            generate(&q4, &p, &params(i, false, tokens)),
-            generate(&q4, &p, &params(i, true, tokens)),
-        ]
+    let v = load(&a.dir, true);
+    let vocab = v.config().vocab_size as u64;
+    let stop = v.tokenizer().special_token("<|im_end|>").unwrap();
+    let is_stop = |t: &u32| v.stop_token_ids().contains(t);
+    let qs = prompts(a.n, a.offset);
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut add_row = |label: String, honest: bool, pooled: bool| {
+        rows.push(Row {
+            label,
+            honest,
+            pooled,
+            outcomes: Vec::new(),
+        });
+        rows.len() - 1
     };
-    let mut next = q4_receipts(0);
-    let start = std::time::Instant::now();
-    for i in 0..n {
-        let p = prompt(i);
-        let cur = next;
-        next = q4_receipts((i + 1) % n);
-        let line = child_lines.next().expect("child ended").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let ids = |k: usize| serde_json::from_value::<Vec<u32>>(v[k].clone()).unwrap();
-        let child = [
-            Receipt {
-                ids: ids(0),
-                stopped: v[1].as_bool().unwrap(),
-                params: params(i, false, tokens),
-            },
-            Receipt {
-                ids: ids(2),
-                stopped: v[3].as_bool().unwrap(),
-                params: params(i, true, tokens),
-            },
-        ];
-        let mut record = |row: usize, r: &Receipt| {
-            let (a, b, alt) = check(&q8, &p, r);
-            acc[row][0] += usize::from(a);
-            acc[row][1] += usize::from(b);
-            for (k, x) in alt.iter().enumerate() {
-                acc[row][2 + k] += usize::from(*x);
+    // honest[weights][threads][mode]
+    let honest: Vec<Vec<Vec<usize>>> = WEIGHTS
+        .iter()
+        .map(|w| {
+            THREADS
+                .iter()
+                .map(|t| {
+                    MODES
+                        .iter()
+                        .map(|m| {
+                            add_row(
+                                format!("honest {w}, {t} thread(s), {}", m.label()),
+                                true,
+                                true,
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let kinds = [
+        "other prompt",
+        "5% substitutions",
+        "truncated",
+        "extended +4",
+    ];
+    // forged[mode][kind], then the other-seed rows of the sampled modes.
+    let forged: Vec<Vec<usize>> = MODES
+        .iter()
+        .map(|m| {
+            kinds
+                .iter()
+                .map(|k| add_row(format!("forged: {k}, {}", m.label()), false, true))
+                .collect()
+        })
+        .collect();
+    let other_seed: Vec<Option<usize>> = MODES
+        .iter()
+        .map(|&m| {
+            (m != Mode::Greedy)
+                .then(|| add_row(format!("forged: other seed, {}", m.label()), false, false))
+        })
+        .collect();
+    let batched = add_row(
+        format!(
+            "honest Q8_0, 1 thread, T0.7, batched-pass validator (first {BATCHED_PROMPTS} prompts)"
+        ),
+        true,
+        false,
+    );
+
+    let mut rng = SplitMix64::new(0xF0F0 + a.offset as u64);
+    // outputs[prompt][threads][weights][mode]
+    let mut outputs: Vec<Vec<Vec<Vec<Vec<u32>>>>> = Vec::new();
+    let mut same_across_threads = 0;
+    for i in 0..a.n {
+        while outputs.len() < (i + 2).min(a.n) {
+            outputs.push(workers.iter_mut().map(read_outputs).collect());
+        }
+        let p = v.encode_chat(&[ChatMessage::user(qs[i].clone())]).unwrap();
+        let mut replay = v.replay_prompt(&p).unwrap();
+        let here = &outputs[i];
+        same_across_threads += usize::from(here[0] == here[1]);
+        for (w, _) in WEIGHTS.iter().enumerate() {
+            for (t, _) in THREADS.iter().enumerate() {
+                for (k, m) in MODES.iter().enumerate() {
+                    let o = check(&mut replay, &here[t][w][k], &m.params(a.seed(i), a.tokens));
+                    rows[honest[w][t][k]].outcomes.push(o);
+                }
             }
-            total[row] += 1;
-        };
-        record(0, &cur[0]);
-        record(1, &cur[1]);
-        record(2, &child[0]);
-        record(3, &child[1]);
-        for (k, h) in cur.iter().enumerate() {
-            // Another prompt's honest output, claimed for this prompt.
-            let other = Receipt {
-                params: h.params.clone(),
-                ..next[k].clone()
-            };
-            record(4 + k, &other);
-            // 5% substitutions (at least one) in the content.
-            let mut c = content(h);
+        }
+        // Forgeries of the Q4_1 1-thread receipts.
+        let next = &outputs[(i + 1) % a.n][0][0];
+        for (k, m) in MODES.iter().enumerate() {
+            let params = m.params(a.seed(i), a.tokens);
+            let ids = &here[0][0][k];
+            let emitted: Vec<u32> = ids.iter().copied().filter(|t| !is_stop(t)).collect();
+            let mut cases: Vec<(Vec<u32>, SamplingParams)> = Vec::new();
+            cases.push((next[k].clone(), params.clone()));
+            let mut sub = emitted.clone();
             let mut changed = false;
-            for t in c.iter_mut() {
+            for t in sub.iter_mut() {
                 if rng.next_f64() < 0.05 {
                     *t = (rng.next_u64() % vocab) as u32;
                     changed = true;
                 }
             }
-            if !changed && !c.is_empty() {
-                let j = (rng.next_u64() % c.len() as u64) as usize;
-                c[j] = (rng.next_u64() % vocab) as u32;
+            if !changed && !sub.is_empty() {
+                let j = (rng.next_u64() % sub.len() as u64) as usize;
+                sub[j] = (rng.next_u64() % vocab) as u32;
             }
-            let mut ids = c;
-            if h.stopped {
-                ids.push(stop);
+            sub.extend(ids.last().filter(|t| is_stop(t)));
+            cases.push((sub, params.clone()));
+            let mut cut = emitted[..emitted.len() / 2].to_vec();
+            cut.push(stop);
+            cases.push((cut, params.clone()));
+            let mut ext = emitted.clone();
+            for _ in 0..4 {
+                ext.push(stop);
+                let j = ext.len() - 1;
+                let l = replay.logits(&ext, j).unwrap();
+                ext[j] = (0..l.len() as u32)
+                    .filter(|t| !is_stop(t))
+                    .max_by(|&x, &y| l[x as usize].total_cmp(&l[y as usize]).then(y.cmp(&x)))
+                    .unwrap();
             }
-            record(6 + k, &Receipt { ids, ..h.clone() });
-            // Truncated to half, claimed stopped.
-            let c = content(h);
-            let mut ids = c[..c.len() / 2].to_vec();
-            ids.push(stop);
-            record(
-                8 + k,
-                &Receipt {
-                    ids,
-                    stopped: true,
-                    params: h.params.clone(),
-                },
-            );
-            // Extended with 4 random tokens, claimed stopped.
-            let mut ids = content(h);
-            ids.extend((0..4).map(|_| (rng.next_u64() % vocab) as u32));
-            ids.push(stop);
-            record(
-                10 + k,
-                &Receipt {
-                    ids,
-                    stopped: true,
-                    params: h.params.clone(),
-                },
-            );
-        }
-        if (i + 1) % 10 == 0 || i + 1 == n {
-            println!(
-                "\n== {} prompts, {tokens} tokens, validator Q8_0 {my_threads} thread(s), {:.0} s ==",
-                i + 1,
-                start.elapsed().as_secs_f64()
-            );
-            println!(
-                "{:<34} {:>18} {:>18}   replay at band {BANDS:?} (T0.7) / margin {MARGINS:?} (greedy)",
-                "receipts (accepted/total)", "current rule", "replay rule"
-            );
-            for row in 0..rows {
-                let label = if row < 4 {
-                    honest_labels[row].clone()
-                } else {
-                    let k = (row - 4) % 2;
-                    format!(
-                        "{} ({})",
-                        forge_labels[(row - 4) / 2],
-                        if k == 0 { "greedy" } else { "T0.7" }
-                    )
+            ext.push(stop);
+            let budget = SamplingParams {
+                max_tokens: params.max_tokens + 5,
+                ..params.clone()
+            };
+            cases.push((ext, budget));
+            for ((f, fp), &r) in cases.iter().zip(&forged[k]) {
+                let o = check(&mut replay, f, fp);
+                rows[r].outcomes.push(o);
+            }
+            if let Some(r) = other_seed[k] {
+                let fp = SamplingParams {
+                    seed: params.seed ^ 0x5EED,
+                    ..params.clone()
                 };
-                let pct = |a: usize| 100.0 * a as f64 / total[row].max(1) as f64;
-                let alt: Vec<String> = (2..6)
-                    .map(|k| format!("{:5.1}%", pct(acc[row][k])))
-                    .collect();
-                println!(
-                    "{label:<34} {:>4}/{:<4} {:6.1}% {:>4}/{:<4} {:6.1}%   {}",
-                    acc[row][0],
-                    total[row],
-                    pct(acc[row][0]),
-                    acc[row][1],
-                    total[row],
-                    pct(acc[row][1]),
-                    alt.join(" ")
-                );
+                let o = check(&mut replay, ids, &fp);
+                rows[r].outcomes.push(o);
             }
-            std::io::stdout().flush().unwrap();
+        }
+        if i < BATCHED_PROMPTS {
+            let params = Mode::T07.params(a.seed(i), a.tokens);
+            let ids = &here[0][1][1];
+            let all: Vec<u32> = p.iter().chain(ids).copied().collect();
+            let logits = v
+                .forward_all_logits(&mut v.new_session(), &all[..all.len() - 1])
+                .unwrap();
+            let mut draws = SplitMix64::new(params.seed);
+            let tols: Vec<f32> = ids
+                .iter()
+                .enumerate()
+                .map(|(j, &t)| {
+                    let l = logits
+                        .get(p.len() - 1 + j)
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                    replay_tolerance(&l, &params, t, draws.next_f64()).unwrap()
+                })
+                .collect();
+            let shape_ok = replay.first_shape_error(ids, &params).is_none();
+            rows[batched].outcomes.push(Outcome {
+                accepted: shape_ok && first_replay_rejection(&tols, ids.len()).is_none(),
+                shape_ok,
+                max_tol: tols.iter().copied().fold(0.0, f32::max),
+                tols,
+            });
+        }
+        if (i + 1) % 10 == 0 {
+            eprintln!("{} prompts, {:.0} s", i + 1, start.elapsed().as_secs_f64());
+        }
+        if (i + 1) % 50 == 0 || i + 1 == a.n {
+            print_table(&rows, &a, i + 1, start.elapsed().as_secs_f64());
         }
     }
-    let _ = child.wait();
+    println!(
+        "\nOutputs identical with 1 and 2 worker threads (all weights and modes): {same_across_threads}/{} prompts",
+        a.n
+    );
+    println!("total {:.0} s", start.elapsed().as_secs_f64());
+    for mut c in children {
+        let _ = c.wait();
+    }
 }

@@ -89,6 +89,9 @@ pub struct Completion {
     pub cached_prompt_tokens: usize,
     /// Why it ended.
     pub finish_reason: FinishReason,
+    /// The stop token the sampler drew, when `finish_reason` is `Stop` (a receipt for sampler
+    /// replay carries it after `token_ids`, specs/models.md §5).
+    pub stop_token: Option<u32>,
 }
 
 /// A conversation's state: the KV cache and the tokens it holds. Owned by one caller at a time.
@@ -243,12 +246,14 @@ impl ChatFrontend {
         let mut stream = TextStream::default();
         let mut out_ids = Vec::new();
         let mut text = String::new();
+        let mut stop_token = None;
         let finish = loop {
             if tx.is_closed() {
                 break FinishReason::Cancelled;
             }
             let id = sampler.sample(&logits);
             if self.stop_ids.contains(&id) || params.stop_tokens.contains(&id) {
+                stop_token = Some(id);
                 break FinishReason::Stop;
             }
             let piece = stream.push(self.tokenizer.token_bytes(id));
@@ -279,6 +284,7 @@ impl ChatFrontend {
             prompt_tokens: prompt.len(),
             cached_prompt_tokens: cached,
             finish_reason: finish,
+            stop_token,
         })
     }
 }

@@ -63,6 +63,11 @@ impl SamplingParams {
         }
     }
 
+    /// Whether tokens are the argmax (temperature 0 or top_k 1): such params make no draws.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == Some(1)
+    }
+
     /// Checks ranges; returns a clear error for the first bad field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelsError::InvalidSampling(m));
@@ -118,14 +123,21 @@ impl SplitMix64 {
     }
 }
 
-/// Picks tokens from logits according to [`SamplingParams`].
+/// Picks tokens from logits according to [`SamplingParams`] (specs/models.md §4).
+///
+/// One position: greedy params take the argmax and make no draw; otherwise the candidates
+/// are laid on a line in draw order ([`Sampler::choose`]) and the next draw `u` of the
+/// seed's SplitMix64 stream picks one. Audits replay exactly this procedure
+/// ([`replay_tolerance`]).
 #[derive(Clone, Debug)]
 pub struct Sampler {
     temperature: f32,
     top_k: Option<usize>,
     top_p: Option<f32>,
+    greedy: bool,
     rng: SplitMix64,
-    scratch: Vec<(f32, u32)>,
+    candidates: Vec<(f32, u32)>,
+    cumulative: Vec<f64>,
 }
 
 impl Sampler {
@@ -135,19 +147,36 @@ impl Sampler {
             temperature: params.temperature,
             top_k: params.top_k,
             top_p: params.top_p,
+            greedy: params.is_greedy(),
             rng: SplitMix64::new(params.seed),
-            scratch: Vec::new(),
+            candidates: Vec::new(),
+            cumulative: Vec::new(),
         }
     }
 
-    /// Chooses the next token. Ties go to the lower id. NaN logits are treated as -inf.
+    /// Chooses the next token: the argmax for greedy params (no draw), else
+    /// [`Sampler::choose`] with the stream's next draw. NaN logits are treated as -inf.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.temperature == 0.0 || self.top_k == Some(1) {
+        if self.greedy {
             return argmax(logits);
         }
-        // Candidates ordered by logit desc, id asc: a total, platform-independent order.
-        let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        let c = &mut self.scratch;
+        let u = self.rng.next_f64();
+        self.choose(logits, u)
+    }
+
+    /// The token this sampler's params pick from `logits` with the draw `u` ∈ [0, 1) (the
+    /// argmax for greedy params, whatever `u`).
+    ///
+    /// Candidates are ordered by (logit desc, id asc) and cut to top_k; when neither top_k nor
+    /// top_p < 1 truncates they stay in id order (no sort needed). Weights are
+    /// exp((l − l_max) / T) in f64; top_p keeps the shortest prefix whose cumulative weight
+    /// reaches p of the total. The token is the first kept candidate whose cumulative weight
+    /// exceeds `u` × the kept weight.
+    pub fn choose(&mut self, logits: &[f32], u: f64) -> u32 {
+        if self.greedy {
+            return argmax(logits);
+        }
+        let c = &mut self.candidates;
         c.clear();
         c.extend(logits.iter().enumerate().map(|(i, &l)| {
             let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
@@ -159,97 +188,291 @@ impl Sampler {
         if let Some(k) = self.top_k
             && k < c.len()
         {
-            c.select_nth_unstable_by(k - 1, cmp);
+            c.select_nth_unstable_by(k - 1, draw_order);
             c.truncate(k);
         }
-        let need_order = self.top_p.is_some_and(|p| p < 1.0);
-        if need_order || self.top_k.is_some() {
-            c.sort_unstable_by(cmp);
+        if self.top_k.is_some() || self.top_p.is_some_and(|p| p < 1.0) {
+            c.sort_unstable_by(draw_order);
         }
         let max = c.iter().map(|x| x.0).fold(f32::NEG_INFINITY, f32::max);
         let t = f64::from(self.temperature);
-        let mut probs: Vec<f64> = c
-            .iter()
-            .map(|x| ((f64::from(x.0) - f64::from(max)) / t).exp())
-            .collect();
-        let total: f64 = probs.iter().sum();
-        let mut keep = probs.len();
+        let cum = &mut self.cumulative;
+        cum.clear();
+        let mut acc = 0.0;
+        for x in c.iter() {
+            acc += ((f64::from(x.0) - f64::from(max)) / t).exp();
+            cum.push(acc);
+        }
         if let Some(p) = self.top_p.filter(|p| *p < 1.0) {
-            let target = f64::from(p) * total;
-            let mut acc = 0.0;
-            for (i, q) in probs.iter().enumerate() {
-                acc += q;
-                if acc >= target {
-                    keep = i + 1;
-                    break;
-                }
-            }
+            let target = f64::from(p) * acc;
+            let keep = cum.partition_point(|&w| w < target) + 1;
+            cum.truncate(keep.min(cum.len()));
         }
-        probs.truncate(keep);
-        let total: f64 = probs.iter().sum();
-        let mut u = self.rng.next_f64() * total;
-        for (i, q) in probs.iter().enumerate() {
-            if u < *q {
-                return c[i].1;
-            }
-            u -= q;
-        }
-        c[keep - 1].1
+        let kept = cum[cum.len() - 1];
+        let x = u * kept;
+        let i = cum.partition_point(|&w| w <= x);
+        c[i.min(cum.len() - 1)].1
     }
 }
 
-/// Where `token` lies on the sampler's draw line for `logits` under `params` (non-greedy):
-/// the candidates (top_k by logit desc, id asc; all ids in id order when neither top_k nor
-/// top_p < 1 truncates) laid end to end with their weights, normalised
-/// by the total weight the sampler keeps after top_p, so that the draw `u` is in [0, 1).
-/// Returns the token's interval `[lo, hi)`; a candidate cut by top_p lies at or beyond 1, a
-/// token outside top_k yields None. Used by audits to replay a worker's draws
-/// (specs/models.md §5).
-pub fn draw_interval(logits: &[f32], params: &SamplingParams, token: u32) -> Option<(f64, f64)> {
-    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let mut c: Vec<(f32, u32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32))
-        .collect();
-    // Same order as `Sampler::sample`: by (logit desc, id asc) when top_k or top_p < 1
-    // truncates, otherwise in id order.
-    if params.top_k.is_some() || params.top_p.is_some_and(|p| p < 1.0) {
+/// The sampler's candidate order: logit desc, then id asc (a total, platform-independent order).
+fn draw_order(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Largest logit tolerance [`replay_tolerance`] searches; beyond it a token counts as
+/// impossible (infinite tolerance).
+pub const MAX_REPLAY_TOLERANCE: f32 = 64.0;
+
+/// Slack for rounding between the sampler's cumulative sums and the ratios computed here.
+const DRAW_EPS: f64 = 1e-9;
+
+/// Audit of one output position (specs/models.md §5): the smallest logit tolerance δ such
+/// that a worker whose logits lie within δ (max norm over the vocabulary) of the validator's
+/// `logits` could have emitted `token` at this position with the draw `u` under `params`.
+///
+/// - 0 when the validator's own replay of the draw gives `token`
+///   ([`Sampler::choose`]`(logits, u)`: exactly the worker's procedure).
+/// - Greedy params: half the logit margin (best logit − the token's): moving every logit by δ
+///   closes a gap of 2δ.
+/// - Sampled params: found by bisection on [`DriftBounds::admits`]; infinity when even
+///   [`MAX_REPLAY_TOLERANCE`] does not admit the token.
+///
+/// None when `token` is not an id of `logits`.
+pub fn replay_tolerance(
+    logits: &[f32],
+    params: &SamplingParams,
+    token: u32,
+    u: f64,
+) -> Option<f32> {
+    let lt = *logits.get(token as usize)?;
+    if Sampler::new(params).choose(logits, u) == token {
+        return Some(0.0);
+    }
+    if params.is_greedy() {
+        let best = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        return Some(if lt.is_nan() {
+            f32::INFINITY
+        } else {
+            (best - lt) / 2.0
+        });
+    }
+    let bounds = DriftBounds::new(logits, params, token)?;
+    if !bounds.admits(f64::from(MAX_REPLAY_TOLERANCE), u) {
+        return Some(f32::INFINITY);
+    }
+    let (mut lo, mut hi) = (0.0f32, MAX_REPLAY_TOLERANCE);
+    for _ in 0..32 {
+        let mid = 0.5 * (lo + hi);
+        if bounds.admits(f64::from(mid), u) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
+/// Where a token can lie on the draw line of a sampled position when the logits may be off by
+/// up to δ each: the worker's logits are unknown, and differ from the validator's by numeric
+/// drift (weights, kernels). Moving each logit by at most δ moves the token's interval on the
+/// line, and can swap it with candidates within 2δ of it; [`DriftBounds::admits`] computes the
+/// lowest possible start and the highest possible end of the interval over all such moves
+/// (exactly, except that the top_p cut is bounded by p of the top_k mass) and admits the token
+/// when `u` lies between them. So drift within δ never rejects an honest token
+/// (property-tested), while a token that no such drift could produce is rejected.
+#[derive(Clone, Debug)]
+enum DriftBounds {
+    /// Candidates in logit order (top_k or top_p < 1 set).
+    Sorted(SortedLine),
+    /// No truncation: candidates in id order, so drift cannot reorder them. Mass (weight) of
+    /// the ids below the token, of the token, and of the ids above it.
+    IdOrder {
+        below: f64,
+        own: f64,
+        above: f64,
+        t: f64,
+    },
+}
+
+/// Candidates by (logit desc, id asc), as far down as the bounds can reach, with prefix sums
+/// of their weights exp((l − l_max) / T).
+#[derive(Clone, Debug)]
+struct SortedLine {
+    logits: Vec<f64>,
+    prefix: Vec<f64>,
+    rank: usize,
+    k: usize,
+    top_p: Option<f64>,
+    t: f64,
+}
+
+impl DriftBounds {
+    /// Bounds for `token` (an id of `logits`) under sampled (not greedy) `params`.
+    fn new(logits: &[f32], params: &SamplingParams, token: u32) -> Option<Self> {
+        let clean = |l: f32| {
+            if l.is_nan() {
+                f64::NEG_INFINITY
+            } else {
+                f64::from(l)
+            }
+        };
+        let ti = token as usize;
+        let lt = clean(*logits.get(ti)?);
+        let max = logits
+            .iter()
+            .map(|&l| clean(l))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let t = f64::from(params.temperature);
+        let weight = |l: f64| ((l - max) / t).exp();
+        let top_p = params.top_p.map(f64::from).filter(|p| *p < 1.0);
+        if params.top_k.is_none() && top_p.is_none() {
+            let (mut below, mut above) = (0.0, 0.0);
+            for (i, &l) in logits.iter().enumerate() {
+                match i.cmp(&ti) {
+                    std::cmp::Ordering::Less => below += weight(clean(l)),
+                    std::cmp::Ordering::Greater => above += weight(clean(l)),
+                    std::cmp::Ordering::Equal => {}
+                }
+            }
+            return Some(Self::IdOrder {
+                below,
+                own: weight(lt),
+                above,
+                t,
+            });
+        }
+        let n = logits.len();
+        let k = params.top_k.unwrap_or(n).min(n);
+        // The sampler's order: logit desc, id asc.
+        let before = |i: usize, l: f64| l > lt || (l == lt && i < ti);
+        let rank = logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, &l)| before(i, clean(l)))
+            .count();
+        // Every index `admits` reads is below max(k, rank + 1) + 1; without top_k the sums
+        // run over all ids.
+        let m = if params.top_k.is_some() {
+            (k.max(rank + 1) + 1).min(n)
+        } else {
+            n
+        };
+        let mut c: Vec<(f64, usize)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (clean(l), i))
+            .collect();
+        let cmp = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if m < n {
+            c.select_nth_unstable_by(m - 1, cmp);
+            c.truncate(m);
+        }
         c.sort_unstable_by(cmp);
-    }
-    if let Some(k) = params.top_k {
-        c.truncate(k);
-    }
-    let max = c.iter().map(|x| x.0).fold(f32::NEG_INFINITY, f32::max);
-    if c.is_empty() {
-        return None;
-    }
-    let t = f64::from(params.temperature);
-    let w: Vec<f64> = c
-        .iter()
-        .map(|x| ((f64::from(x.0) - f64::from(max)) / t).exp())
-        .collect();
-    let total: f64 = w.iter().sum();
-    let mut kept = total;
-    if let Some(p) = params.top_p.filter(|p| *p < 1.0) {
-        let target = f64::from(p) * total;
+        let mut prefix = Vec::with_capacity(c.len() + 1);
+        prefix.push(0.0);
         let mut acc = 0.0;
-        for q in &w {
-            acc += q;
-            if acc >= target {
-                kept = acc;
+        for x in &c {
+            acc += weight(x.0);
+            prefix.push(acc);
+        }
+        Some(Self::Sorted(SortedLine {
+            logits: c.into_iter().map(|x| x.0).collect(),
+            prefix,
+            rank,
+            k,
+            top_p,
+            t,
+        }))
+    }
+
+    /// Whether a sampler drawing `u` could have emitted the token from logits within `delta`
+    /// of the validator's.
+    fn admits(&self, delta: f64, u: f64) -> bool {
+        match self {
+            Self::IdOrder {
+                below,
+                own,
+                above,
+                t,
+            } => {
+                if *own == 0.0 {
+                    return false;
+                }
+                // Raise the token (and one side), lower the other side: f² = exp(2δ/T).
+                let f2 = (2.0 * delta / t).min(600.0).exp();
+                let lo = below / (below + f2 * (own + above));
+                let hi = (below + own) / (below + own + above / f2);
+                lo - DRAW_EPS <= u && u < hi + DRAW_EPS
+            }
+            Self::Sorted(line) => line.admits(delta, u),
+        }
+    }
+}
+
+impl SortedLine {
+    fn admits(&self, delta: f64, u: f64) -> bool {
+        let n = self.logits.len();
+        let k = self.k;
+        let r = self.rank;
+        let lt = self.logits[r];
+        let wt = self.prefix[r + 1] - self.prefix[r];
+        if wt == 0.0 {
+            return false;
+        }
+        // Weight of the first `i` candidates other than the token.
+        let sum_skip = |i: usize| {
+            if r < i {
+                self.prefix[(i + 1).min(n)] - wt
+            } else {
+                self.prefix[i.min(n)]
+            }
+        };
+        let top_k_mass = sum_skip(k - 1);
+        // A logit moved by x scales its weight by exp(x / T); e = exp(δ / T).
+        let e = (delta / self.t).min(300.0).exp();
+        // Lowest start of the token's interval: the token and every other top_k candidate
+        // raised by δ, the candidates more than 2δ above it (before it whatever the drift)
+        // lowered by δ.
+        let n_above = self.logits.partition_point(|&l| l > lt + 2.0 * delta);
+        if n_above >= k {
+            return false; // cannot be in top_k
+        }
+        let s_above = self.prefix[n_above];
+        let lo = s_above / (s_above + e * e * (wt + top_k_mass - s_above));
+        if self.top_p.is_some_and(|p| lo >= p) {
+            return false; // cut by top_p however the logits drifted
+        }
+        if u < lo - DRAW_EPS {
+            return false;
+        }
+        // Highest end: the token moved by c ∈ [−δ, δ], every candidate that can then precede
+        // it (l + δ ≥ lt + c, at most k − 1 of them) raised by δ, the rest of top_k lowered by
+        // δ. Moving a candidate before the token only raises the end, so for each count of
+        // predecessors the best c is the largest that admits them: c = δ, or c = l_j − lt + δ
+        // for the j-th candidate below the token (within 2δ of it).
+        let end = |before_n: usize, c: f64| -> f64 {
+            let before = sum_skip(before_n.min(k - 1));
+            let upto = before * e + wt * (c / self.t).min(300.0).exp();
+            let rest = (top_k_mass - before) / e;
+            match self.top_p {
+                // The kept mass is at least p of the top_k mass.
+                Some(p) => (upto / (p * (upto + rest))).min(1.0),
+                None => upto / (upto + rest),
+            }
+        };
+        let not_below = self.logits.partition_point(|&l| l >= lt);
+        let mut hi = end(not_below - 1, delta);
+        let near = self.logits.partition_point(|&l| l >= lt - 2.0 * delta);
+        // Indices in not_below..near are below the token (r < j), so j candidates precede it.
+        for j in not_below..near.min(k) {
+            if u < hi + DRAW_EPS {
                 break;
             }
+            hi = hi.max(end(j, self.logits[j] - lt + delta));
         }
+        u < hi + DRAW_EPS
     }
-    let mut lo = 0.0;
-    for (x, q) in c.iter().zip(&w) {
-        if x.1 == token {
-            return Some((lo / kept, (lo + q) / kept));
-        }
-        lo += q;
-    }
-    None
 }
 
 /// Index of the largest logit (lowest index on ties; NaN never wins).
@@ -331,25 +554,95 @@ mod tests {
     }
 
     #[test]
-    fn draw_interval_contains_the_sampled_draw() {
+    fn the_sampled_token_replays_exactly() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        for (top_k, top_p) in [
+            (Some(20), Some(0.9)),
+            (None, None),
+            (None, Some(0.8)),
+            (Some(7), None),
+            (Some(100), None),
+        ] {
+            let p = SamplingParams {
+                temperature: 0.7,
+                top_k,
+                top_p,
+                seed: 5,
+                ..SamplingParams::default()
+            };
+            let mut s = Sampler::new(&p);
+            let mut rng = SplitMix64::new(p.seed);
+            for _ in 0..200 {
+                let t = s.sample(&logits);
+                let u = rng.next_f64();
+                let tol = replay_tolerance(&logits, &p, t, u).expect("an id of the logits");
+                assert_eq!(tol, 0.0, "{top_k:?} {top_p:?} token {t} u {u}");
+                // Only the drawn token replays exactly.
+                let other = (t + 1) % 50;
+                let tol = replay_tolerance(&logits, &p, other, u).expect("an id of the logits");
+                assert!(tol > 0.0, "{top_k:?} {top_p:?} token {other} u {u}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_token_needs_a_tolerance() {
+        // Two clear favourites: 0 takes [0, ~0.73) of the line, 1 the rest; the tail is tiny.
+        let mut logits = vec![-10.0f32; 30];
+        logits[0] = 3.0;
+        logits[1] = 2.3;
         let p = SamplingParams {
             temperature: 0.7,
-            top_k: Some(20),
-            top_p: Some(0.9),
-            seed: 5,
+            top_k: Some(40),
+            top_p: Some(0.95),
             ..SamplingParams::default()
         };
-        let mut s = Sampler::new(&p);
-        let mut rng = SplitMix64::new(p.seed);
-        for _ in 0..100 {
-            let t = s.sample(&logits);
-            let u = rng.next_f64();
-            let iv = draw_interval(&logits, &p, t);
-            assert!(
-                iv.is_some_and(|(lo, hi)| lo - 1e-9 <= u && u < hi + 1e-9),
-                "{iv:?} {u}"
-            );
+        let at = |t: u32, u: f64| replay_tolerance(&logits, &p, t, u).expect("an id of the logits");
+        assert_eq!(at(0, 0.2), 0.0);
+        assert_eq!(at(1, 0.9), 0.0);
+        // 1 instead of 0 at u = 0.2: the pair must swap order, ≥ 0.35 each way.
+        let swap = at(1, 0.2);
+        assert!(swap > 0.3 && swap < 0.4, "{swap}");
+        // A tail token is cut by top_p unless the logits moved by several units.
+        assert!(at(5, 0.5) > 5.0);
+        assert!(replay_tolerance(&logits, &p, 99, 0.5).is_none());
+        // Greedy: half the margin, whatever the draw.
+        let greedy = SamplingParams::greedy(1);
+        let g = |t: u32| replay_tolerance(&logits, &greedy, t, 0.9).expect("an id of the logits");
+        assert_eq!(g(0), 0.0);
+        assert!((g(1) - 0.35).abs() < 1e-6, "{}", g(1));
+    }
+
+    proptest::proptest! {
+        /// Soundness: whatever the worker's logits within δ of the validator's, the token its
+        /// sampler draws is admitted at δ (drift within the tolerance never rejects).
+        #[test]
+        fn drift_within_the_tolerance_is_admitted(
+            base in proptest::collection::vec(-6.0f32..6.0, 2..40),
+            noise in proptest::collection::vec(
+                proptest::prop_oneof![-1.0f32..1.0, proptest::strategy::Just(-1.0f32), proptest::strategy::Just(1.0f32)],
+                40,
+            ),
+            delta in 0.0f32..1.5,
+            temperature in 0.2f32..2.0,
+            top_k in proptest::option::of(1usize..45),
+            top_p in proptest::option::of(0.05f32..1.0),
+            seed: u64,
+        ) {
+            let worker: Vec<f32> = base.iter().zip(&noise).map(|(l, e)| l + e * delta).collect();
+            let p = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                ..SamplingParams::default()
+            };
+            let mut s = Sampler::new(&p);
+            let mut rng = SplitMix64::new(seed);
+            let t = s.sample(&worker);
+            let u = if p.is_greedy() { 0.0 } else { rng.next_f64() };
+            let tol = replay_tolerance(&base, &p, t, u).expect("an id of the logits");
+            proptest::prop_assert!(tol <= delta * 1.0001 + 1e-6, "tolerance {} for drift {}", tol, delta);
         }
     }
 

@@ -433,6 +433,12 @@ fn teacher_forced_verification_accepts_own_output_and_rejects_forgery() {
 fn sampler_replay_accepts_seeded_output_and_rejects_forgeries() {
     let m = model();
     let prompt = m.encode_chat(&convo()).unwrap();
+    // A receipt's output: the emitted ids and the stop token the sampler drew, if any.
+    let receipt = |c: &mycel_models::Completion| {
+        let mut ids = c.token_ids.clone();
+        ids.extend(c.stop_token);
+        ids
+    };
     for (top_k, top_p) in [(Some(40), Some(0.95)), (None, None), (None, Some(0.9))] {
         let params = SamplingParams {
             temperature: 0.9,
@@ -443,24 +449,68 @@ fn sampler_replay_accepts_seeded_output_and_rejects_forgeries() {
             ..SamplingParams::greedy(16)
         };
         let (_, c) = run(&m, &convo(), &params);
-        let v = m.verify_replay(&prompt, &c.token_ids, &params).unwrap();
+        let out = &receipt(&c);
+        assert!(out.len() >= 4, "{top_k:?} {top_p:?}: too short to test");
+        // Same weights, same numeric path: every position replays exactly.
+        let mut replay = m.replay_prompt(&prompt).unwrap();
+        let r = replay.tolerances(out, &params, f32::INFINITY).unwrap();
+        assert_eq!(r.tolerances, vec![0.0; out.len()], "{top_k:?} {top_p:?}");
+        let v = m.verify_replay(&prompt, out, &params).unwrap();
         assert!(v.accepted, "{top_k:?} {top_p:?}: {:?}", v.first_rejected);
-        // Another seed draws elsewhere: the same output no longer replays.
+        // A substituted token (the least likely one at position 3) is rejected there.
+        let worst = {
+            let l = replay.logits(out, 3).unwrap();
+            (0..l.len()).min_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32
+        };
+        let mut forged = out.clone();
+        forged[3] = worst;
+        let v2 = replay.verify(&forged, &params).unwrap();
+        assert!(!v2.accepted, "{top_k:?} {top_p:?}");
+        assert_eq!(v2.first_rejected, Some(3));
+        // Another seed draws elsewhere: the same output no longer replays exactly (the tiny
+        // model's flat logits may still fit it within the tolerance).
         let other = SamplingParams {
             seed: 12,
             ..params.clone()
         };
-        let v2 = m.verify_replay(&prompt, &c.token_ids, &other).unwrap();
-        assert!(!v2.accepted, "{top_k:?} {top_p:?}");
+        let r3 = replay.tolerances(out, &other, f32::INFINITY).unwrap();
+        assert!(
+            r3.tolerances.iter().any(|&t| t > 0.0),
+            "{top_k:?} {top_p:?}"
+        );
     }
     let greedy = SamplingParams {
         stop_tokens: vec![],
         ..SamplingParams::greedy(12)
     };
     let (_, g) = run(&m, &convo(), &greedy);
-    assert!(
-        m.verify_replay(&prompt, &g.token_ids, &greedy)
-            .unwrap()
-            .accepted
-    );
+    let out = receipt(&g);
+    let v = m.verify_replay(&prompt, &out, &greedy).unwrap();
+    assert!(v.accepted);
+    assert!(v.scores.iter().all(|s| s.rank == 0));
+}
+
+#[test]
+fn sampler_replay_checks_the_receipt_shape() {
+    let m = model();
+    let prompt = m.encode_chat(&convo()).unwrap();
+    let replay = m.replay_prompt(&prompt).unwrap();
+    let stop = m.stop_token_ids()[0];
+    let p = SamplingParams {
+        stop_tokens: vec![7],
+        ..SamplingParams::greedy(4)
+    };
+    let shape = |out: &[u32]| replay.first_shape_error(out, &p);
+    // Exactly max_tokens without a stop, or fewer followed by a stop token.
+    assert_eq!(shape(&[5, 6, 5, 6]), None);
+    assert_eq!(shape(&[5, 6, 5, stop]), None);
+    assert_eq!(shape(&[5, 7]), None);
+    // Cut short without a stop, a token after a stop, beyond max_tokens.
+    assert_eq!(shape(&[5, 6]), Some(1));
+    assert_eq!(shape(&[5, stop, 6]), Some(2));
+    assert_eq!(shape(&[5, 6, 5, 6, 5]), Some(4));
+    assert_eq!(shape(&[5, 6, 5, 6, stop]), Some(4));
+    assert_eq!(shape(&[]), Some(0));
+    let v = m.verify_replay(&prompt, &[5, 6], &p).unwrap();
+    assert!(!v.accepted && v.scores.is_empty());
 }

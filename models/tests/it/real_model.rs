@@ -235,3 +235,64 @@ fn real_embeddings_rank_related_text_higher() {
     println!("cos(cat, kitten) = {near:.3}, cos(cat, stocks) = {far:.3}");
     assert!(near > far + 0.2);
 }
+
+/// A worker's seeded answer as a receipt carries it: the emitted ids, then the stop token the
+/// sampler drew when it stopped.
+fn worker_answer(m: &ChatModel, prompt: &[u32], p: &SamplingParams) -> Vec<u32> {
+    let (tx, _rx) = tokio::sync::mpsc::channel(p.max_tokens);
+    let c = m
+        .generate_from_ids(&mut m.new_session(), prompt, p, &tx)
+        .unwrap();
+    let mut ids = c.token_ids;
+    ids.extend(c.stop_token);
+    ids
+}
+
+#[test]
+fn real_sampled_answers_of_a_q4_1_worker_pass_the_q8_0_replay() {
+    let Some(m) = cached() else { return };
+    let worker = ChatModel::load(
+        &m,
+        &LoadOptions {
+            requantize: None,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let validator = load(&m, None);
+    let questions = [
+        "What is gravity?",
+        "Write a short poem about rivers.",
+        "Give one surprising fact about bees.",
+    ];
+    for (i, q) in questions.iter().enumerate() {
+        let prompt = validator.encode_chat(&[ChatMessage::user(*q)]).unwrap();
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: Some(40),
+            top_p: Some(0.95),
+            seed: i as u64,
+            max_tokens: 24,
+            stop_tokens: vec![],
+        };
+        // Other weights (Q4_1 vs Q8_0): accepted within the tolerance.
+        let out = worker_answer(&worker, &prompt, &p);
+        let mut replay = validator.replay_prompt(&prompt).unwrap();
+        let v = replay.verify(&out, &p).unwrap();
+        assert!(v.accepted, "{q}: rejected at {:?}", v.first_rejected);
+        // The least likely token substituted at position 2 is rejected there.
+        let mut forged = out.clone();
+        let l = replay.logits(&out, 2).unwrap();
+        forged[2] = (0..l.len()).min_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32;
+        assert_eq!(replay.verify(&forged, &p).unwrap().first_rejected, Some(2));
+        // Cut to half and claimed stopped: rejected at the claimed stop.
+        let mut cut = out[..out.len() / 2].to_vec();
+        cut.extend(validator.tokenizer().special_token("<|im_end|>"));
+        let v = replay.verify(&cut, &p).unwrap();
+        assert_eq!(v.first_rejected, Some(cut.len() - 1), "{q}");
+        // Same weights, same numeric path: every position replays exactly.
+        let own = worker_answer(&validator, &prompt, &p);
+        let r = replay.tolerances(&own, &p, f32::INFINITY).unwrap();
+        assert_eq!(r.tolerances, vec![0.0; own.len()], "{q}");
+    }
+}
