@@ -9,8 +9,8 @@ use crate::types::{AccountId, BlockHash, Credits, JobId, domain_hash};
 /// The requester's countersignature domain on a receipt.
 pub const RECEIPT_COUNTERSIGN: Domain = Domain::new("mycel/v1/receipt-countersign");
 /// Length of an encoded receipt.
-pub const RECEIPT_LEN: usize = 281;
-const RECEIPT_VERSION: u8 = 1;
+pub const RECEIPT_LEN: usize = 313;
+const RECEIPT_VERSION: u8 = 2;
 
 /// What a worker did for a job: signed by the worker, countersigned by the requester on delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub struct WorkReceipt {
     pub prompt_hash: [u8; 32],
     /// Hash of the output.
     pub output_hash: [u8; 32],
+    /// Hash of how the output was drawn: sampling parameters and seed, stop strings, and the stop
+    /// token the sampler drew (an audit replays the sampler from them).
+    pub sampling: [u8; 32],
     /// Prompt length in tokens.
     pub prompt_tokens: u32,
     /// Output length in tokens.
@@ -40,7 +43,7 @@ pub struct WorkReceipt {
 }
 
 impl WorkReceipt {
-    /// Canonical encoding (281 bytes).
+    /// Canonical encoding (313 bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(RECEIPT_LEN);
         self.write(&mut w);
@@ -57,6 +60,7 @@ impl WorkReceipt {
             .bytes(&self.weights)
             .bytes(&self.prompt_hash)
             .bytes(&self.output_hash)
+            .bytes(&self.sampling)
             .u32(self.prompt_tokens)
             .u32(self.output_tokens)
             .credits(self.price);
@@ -75,6 +79,7 @@ impl WorkReceipt {
             weights: r.array()?,
             prompt_hash: r.array()?,
             output_hash: r.array()?,
+            sampling: r.array()?,
             prompt_tokens: r.u32()?,
             output_tokens: r.u32()?,
             price: r.credits()?,

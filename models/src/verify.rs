@@ -170,6 +170,18 @@ impl ChatModel {
         self.replay_prompt(prompt)?.verify(output, params)
     }
 
+    /// [`ChatModel::verify_replay`] for an output its generator did not end itself: the
+    /// consumer cut it (a stop string, a size limit) or the context filled. Checked like a
+    /// generation's prefix ([`PromptReplay::verify_cut`]); why it ended is the caller's to check.
+    pub fn verify_replay_cut(
+        &self,
+        prompt: &[u32],
+        output: &[u32],
+        params: &SamplingParams,
+    ) -> Result<Verdict> {
+        self.replay_prompt(prompt)?.verify_cut(output, params)
+    }
+
     /// Scores and applies `policy`.
     pub fn verify(&self, prompt: &[u32], output: &[u32], policy: &VerifyPolicy) -> Result<Verdict> {
         let scores = self.score(prompt, output)?;
@@ -310,8 +322,29 @@ impl PromptReplay<'_> {
     /// its shape ([`PromptReplay::first_shape_error`]), then the per-position tolerances
     /// ([`first_replay_rejection`]).
     pub fn verify(&mut self, output: &[u32], params: &SamplingParams) -> Result<Verdict> {
+        let shape_error = self.first_shape_error(output, params);
+        self.verify_shaped(output, params, shape_error)
+    }
+
+    /// Applies the replay rule to a prefix of a generation (see
+    /// [`ChatModel::verify_replay_cut`]): no stop token inside, at most `max_tokens` tokens,
+    /// then the per-position tolerances ([`first_replay_rejection`]).
+    pub fn verify_cut(&mut self, output: &[u32], params: &SamplingParams) -> Result<Verdict> {
+        let shape_error = output
+            .iter()
+            .position(|t| self.is_stop(t, params))
+            .or((output.len() > params.max_tokens).then_some(params.max_tokens));
+        self.verify_shaped(output, params, shape_error)
+    }
+
+    fn verify_shaped(
+        &mut self,
+        output: &[u32],
+        params: &SamplingParams,
+        shape_error: Option<usize>,
+    ) -> Result<Verdict> {
         params.validate()?;
-        if let Some(i) = self.first_shape_error(output, params) {
+        if let Some(i) = shape_error {
             return Ok(Verdict {
                 accepted: false,
                 first_rejected: Some(i),
@@ -338,8 +371,7 @@ impl PromptReplay<'_> {
     /// index of the first token that cannot be where it is: the token after a stop, the token
     /// beyond `max_tokens`, or the last token of an output that ends early without a stop.
     pub fn first_shape_error(&self, output: &[u32], params: &SamplingParams) -> Option<usize> {
-        let is_stop =
-            |t: &u32| self.model.stop_token_ids().contains(t) || params.stop_tokens.contains(t);
+        let is_stop = |t: &u32| self.is_stop(t, params);
         let n = output.len();
         let end = output.iter().position(is_stop).map_or(n, |j| j + 1);
         if end < n {
@@ -353,6 +385,13 @@ impl PromptReplay<'_> {
             return Some(n.saturating_sub(1));
         }
         None
+    }
+}
+
+impl PromptReplay<'_> {
+    /// Whether `t` ends a generation under `params` (the model's or the caller's stop tokens).
+    fn is_stop(&self, t: &u32, params: &SamplingParams) -> bool {
+        self.model.stop_token_ids().contains(t) || params.stop_tokens.contains(t)
     }
 }
 

@@ -4,9 +4,11 @@
 //! countersignature of the receipt, so the worker learns it only after committing to its answer — the
 //! requester, which holds the prompt, the answer and the countersigned receipt, sends them to each
 //! drawn validator. A validator checks that the receipt is genuine and that it holds seats of the
-//! draw, that the content matches the receipt's hashes, and scores the output tokens with one
-//! teacher-forced pass of its own copy of the model (`ChatModel::verify`: each token within the
-//! top-k or a logit margin). It answers with a signed verdict. Once verdicts of at least 2/3 of the
+//! draw, that the content matches the receipt's hashes, and replays the worker's sampler (its
+//! parameters and seed, committed to by the receipt) on its own copy of the model: each emitted
+//! token must lie within a logit tolerance of what the replayed draw picks
+//! (`ChatModel::verify_replay`, specs/models.md §5), and the answer must end the way a generation
+//! ends. It answers with a signed verdict. Once verdicts of at least 2/3 of the
 //! seats agree, the requester gossips accepting ones (the worker claims with them) or posts a Slash
 //! with rejecting ones.
 //!
@@ -20,11 +22,11 @@ use mycel_identity::domains;
 use mycel_ledger::AccountId;
 use mycel_ledger::block::SignerSig;
 use mycel_ledger::receipt::verdict_message;
-use mycel_models::{ChatMessage, VerifyPolicy};
+use mycel_models::{ChatModel, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::chat::{ChatAnswer, ChatJob, ModelHost};
+use crate::chat::{ChatAnswer, ChatJob, Drawn, MAX_ANSWER_BYTES, ModelHost};
 use crate::ledger::wire::{AuditVerdicts, SettledReceipt};
 use crate::ledger::{Countersigned, LedgerHandle};
 use crate::network::NetworkHandle;
@@ -54,14 +56,16 @@ pub struct AuditRequest {
     /// `receipt ‖ worker signature ‖ requester signature` (SettledReceipt encoding).
     #[serde(with = "crate::wire::byte_string")]
     pub settled: Vec<u8>,
-    /// Model id.
-    pub model: String,
-    /// The conversation (its JSON hashes to the receipt's prompt hash).
-    pub messages: Vec<ChatMessage>,
+    /// The job as the requester sent it: model, conversation (its JSON hashes to the receipt's
+    /// prompt hash), sampling parameters and stop strings (hashed, with `stop_token`, into the
+    /// receipt's `sampling`).
+    pub job: ChatJob,
     /// The answer text (hashes to the receipt's output hash).
     pub output: String,
     /// The generated token ids (their decoding starts with `output`).
     pub token_ids: Vec<u32>,
+    /// The stop token the worker's sampler drew, when it ended the answer itself.
+    pub stop_token: Option<u32>,
 }
 
 /// A validator's answer.
@@ -131,17 +135,25 @@ async fn judge(
         .audit_check(settled.clone())
         .await
         .map_err(|e| e.to_string())?;
+    let job = &req.job;
+    job.validate().map_err(|e| e.to_string())?;
     let model = host
-        .model(&req.model)
-        .ok_or_else(|| format!("this node does not serve `{}`", req.model))?;
+        .model(&job.model)
+        .ok_or_else(|| format!("this node does not serve `{}`", job.model))?;
     if req.token_ids.len() > MAX_AUDIT_TOKENS {
         return Err("too many output tokens".into());
     }
     // The content must be what the worker signed and the requester countersigned.
     let r = &settled.receipt;
+    let drawn = Drawn {
+        params: &job.params,
+        stop: &job.stop,
+        stop_token: req.stop_token,
+    };
     let facts = crate::chat::job_facts(
-        &req.model,
-        &req.messages,
+        &job.model,
+        &job.messages,
+        &drawn,
         &req.output,
         r.prompt_tokens,
         r.output_tokens,
@@ -149,21 +161,15 @@ async fn judge(
     if facts.model != r.model || facts.prompt_hash != r.prompt_hash {
         return Err("model or prompt does not match the receipt".into());
     }
+    if facts.sampling != r.sampling {
+        return Err("sampling parameters or stop token do not match the receipt".into());
+    }
     if facts.output_hash != r.output_hash || req.token_ids.len() != r.output_tokens as usize {
         return Err("output does not match the receipt".into());
     }
+    let prompt_tokens = r.prompt_tokens as usize;
     let accept = tokio::task::spawn_blocking(move || {
-        let prompt = model
-            .encode_chat(&req.messages)
-            .map_err(|e| e.to_string())?;
-        let decoded = model.tokenizer().decode(&req.token_ids, true);
-        // The tokens must spell the answer (a stop string may cut the text inside the last token).
-        let spelled = decoded.starts_with(&req.output);
-        let prompt_ok = prompt.len() == settled.receipt.prompt_tokens as usize;
-        let scored = model
-            .verify(&prompt, &req.token_ids, &VerifyPolicy::default())
-            .map_err(|e| e.to_string())?;
-        Ok::<bool, String>(spelled && prompt_ok && scored.accepted)
+        replay(&model, &req, prompt_tokens).map(|v| v.is_some_and(|v| v.accepted))
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -175,6 +181,47 @@ async fn judge(
         accept,
         signature: verdict.signature.as_bytes().to_vec(),
     })
+}
+
+/// Judges an answer whose receipt matched: None when its text, prompt or ending cannot be what the
+/// worker's generation produced, else the sampler replay's verdict. A stop token drawn is replayed
+/// as the last position; an answer without one must have `max_tokens` tokens, or have been cut by
+/// the node relaying it (a stop string completed by its last token, the answer-size limit) or by
+/// the full context, and is replayed as a prefix.
+fn replay(
+    model: &ChatModel,
+    req: &AuditRequest,
+    prompt_tokens: usize,
+) -> Result<Option<Verdict>, String> {
+    let (job, ids) = (&req.job, &req.token_ids);
+    let prompt = model
+        .encode_chat(&job.messages)
+        .map_err(|e| e.to_string())?;
+    let decoded = model.tokenizer().decode(ids, true);
+    // The tokens must spell the answer (a stop string may cut the text inside the last token).
+    if prompt.len() != prompt_tokens || !decoded.starts_with(&req.output) || ids.is_empty() {
+        return Ok(None);
+    }
+    let verdict = if let Some(stop) = req.stop_token {
+        let mut drawn = ids.clone();
+        drawn.push(stop);
+        model.verify_replay(&prompt, &drawn, &job.params)
+    } else if ids.len() == job.params.max_tokens {
+        model.verify_replay(&prompt, ids, &job.params)
+    } else {
+        let before_last = model.tokenizer().decode(&ids[..ids.len() - 1], true);
+        let stop_string_cut = job.stop.iter().any(|s| {
+            let end = req.output.len() + s.len();
+            decoded[req.output.len()..].starts_with(s.as_str()) && before_last.len() < end
+        });
+        let size_cut = req.output.len() >= MAX_ANSWER_BYTES;
+        let context_full = prompt.len() + ids.len() >= model.max_context();
+        if !(stop_string_cut || size_cut || context_full) {
+            return Ok(None);
+        }
+        model.verify_replay_cut(&prompt, ids, &job.params)
+    };
+    verdict.map(Some).map_err(|e| e.to_string())
 }
 
 /// Asks one validator for its verdict; None when it refused, failed or timed out.
@@ -241,10 +288,10 @@ pub async fn drive(
     validators.retain(|v| *v != r.worker && *v != r.requester);
     let request = AuditRequest {
         settled: settled.encode(),
-        model: job.model.clone(),
-        messages: job.messages.clone(),
-        output: answer.text.clone(),
-        token_ids: answer.token_ids.clone(),
+        job,
+        output: answer.text,
+        token_ids: answer.token_ids,
+        stop_token: answer.stop_token,
     };
     // Validators that refused (the escrow had not reached them yet, say) or did not answer are asked
     // again, after a growing pause, until 2/3 of the seats agree or the rounds run out.
@@ -293,4 +340,83 @@ pub async fn drive(
         verdicts = ?said,
         "audit inconclusive: too few verdicts agreed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use mycel_models::{ChatMessage, LoadOptions, tiny};
+
+    use super::*;
+    use crate::chat::SamplingRequest;
+
+    fn job(max_tokens: u64, stop: Vec<String>) -> ChatJob {
+        ChatJob::new(
+            "tiny".into(),
+            vec![ChatMessage::user("audit this answer")],
+            &SamplingRequest {
+                temperature: Some(0.9),
+                seed: Some(3),
+                max_tokens: Some(max_tokens),
+                ..Default::default()
+            },
+            stop,
+        )
+        .expect("valid job")
+    }
+
+    /// Generates `job`'s answer (room for every token, so generation never waits).
+    fn generate(model: &ChatModel, job: &ChatJob) -> mycel_models::Completion {
+        let (tx, _rx) = mpsc::channel(mycel_models::sampling::MAX_NEW_TOKENS);
+        model
+            .generate(&mut model.new_session(), &job.messages, &job.params, &tx)
+            .expect("generation")
+    }
+
+    fn judged(model: &ChatModel, req: &AuditRequest) -> Option<bool> {
+        let prompt = model.encode_chat(&req.job.messages).expect("prompt").len();
+        replay(model, req, prompt)
+            .expect("replay")
+            .map(|v| v.accepted)
+    }
+
+    #[test]
+    fn an_answer_must_end_the_way_a_generation_ends() {
+        let model = tiny::tiny_model(7, &LoadOptions::default()).expect("tiny model");
+        let tok = model.tokenizer();
+        let full = job(8, vec![]);
+        let c = generate(&model, &full);
+        assert!(c.token_ids.len() >= 4, "too short to test");
+        let request = |job: &ChatJob, ids: &[u32], output: String, stop_token| AuditRequest {
+            settled: Vec::new(),
+            job: job.clone(),
+            output,
+            token_ids: ids.to_vec(),
+            stop_token,
+        };
+        // The generation as it ended: accepted.
+        let honest = request(&full, &c.token_ids, c.text.clone(), c.stop_token);
+        assert_eq!(judged(&model, &honest), Some(true));
+        // Cut short with no reason: not a generation's end.
+        let ids = &c.token_ids[..3];
+        let short = request(&full, ids, tok.decode(ids, true), None);
+        assert_eq!(judged(&model, &short), None);
+        // Cut by a stop string that the first token completes (the tiny model's tokens are
+        // bytes that decode to U+FFFD each): replayed as a prefix.
+        let stop = tok.decode(&c.token_ids[..1], true);
+        assert!(!stop.is_empty());
+        let with_stop = job(8, vec![stop]);
+        let cut = request(&with_stop, &c.token_ids[..1], String::new(), None);
+        assert_eq!(judged(&model, &cut), Some(true));
+        // A token after the one completing the stop string is not the relay's cut.
+        let late = request(&with_stop, &c.token_ids[..2], String::new(), None);
+        assert_eq!(judged(&model, &late), None);
+        // A stop token the sampler did not draw here: rejected by the replay.
+        let other_stop = model.stop_token_ids()[0];
+        let mut forged = request(&full, ids, tok.decode(ids, true), Some(other_stop));
+        assert_eq!(judged(&model, &forged), Some(false));
+        // Text that the tokens do not spell.
+        forged.stop_token = c.stop_token;
+        forged.output = "something else".into();
+        assert_eq!(judged(&model, &forged), None);
+    }
 }

@@ -323,6 +323,7 @@ mod tests {
                 prompt_tokens: 3,
                 completion_tokens: 2,
                 token_ids: Vec::new(),
+                stop_token: None,
                 receipt: None,
             },
             served_by: Did::from_public_key(key.public()),

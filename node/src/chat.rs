@@ -256,6 +256,10 @@ pub struct ChatAnswer {
     /// The generated token ids (an audit scores exactly these; their text starts with `text`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_ids: Vec<u32>,
+    /// The stop token the sampler drew when it ended the answer itself (None when a stop string,
+    /// `max_tokens` or a limit cut it). An audit replays the sampler up to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_token: Option<u32>,
     /// For a paid job: the worker's signed receipt (hex of receipt ‖ signature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
@@ -716,6 +720,11 @@ pub(crate) async fn relay_tokens(
         Ok(c) => c,
         Err(e) => return ChatEvent::Failed(e),
     };
+    let stop_token = if cut.is_none() {
+        completion.stop_token
+    } else {
+        None
+    };
     let finish = match cut {
         Some(f) => f,
         None => {
@@ -736,6 +745,7 @@ pub(crate) async fn relay_tokens(
         prompt_tokens: u32::try_from(completion.prompt_tokens).unwrap_or(u32::MAX),
         completion_tokens: tokens,
         token_ids: ids,
+        stop_token,
         receipt: None,
     })
 }
@@ -746,6 +756,11 @@ impl ChatJob {
         job_facts(
             &self.model,
             &self.messages,
+            &Drawn {
+                params: &self.params,
+                stop: &self.stop,
+                stop_token: answer.stop_token,
+            },
             &answer.text,
             answer.prompt_tokens,
             answer.completion_tokens,
@@ -753,11 +768,31 @@ impl ChatJob {
     }
 }
 
+/// How an answer was drawn, as its receipt commits to it (`WorkReceipt::sampling`).
+#[derive(Debug, Serialize)]
+pub struct Drawn<'a> {
+    /// The job's sampling parameters, seed included.
+    pub params: &'a SamplingParams,
+    /// The job's stop strings.
+    pub stop: &'a [String],
+    /// The stop token the sampler drew ([`ChatAnswer::stop_token`]).
+    pub stop_token: Option<u32>,
+}
+
+impl Drawn<'_> {
+    /// blake3 of this as JSON (fields in declaration order).
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&serde_json::to_vec(self).unwrap_or_default()).as_bytes()
+    }
+}
+
 /// The hashes and counts a work receipt commits to (specs/wire.md, "Paid jobs"): blake3 of the model
-/// id, the weights hash, blake3 of the messages' JSON, blake3 of the answer text, token counts.
+/// id, the weights hash, blake3 of the messages' JSON, blake3 of the answer text, how it was drawn,
+/// token counts.
 pub fn job_facts(
     model: &str,
     messages: &[ChatMessage],
+    drawn: &Drawn<'_>,
     text: &str,
     prompt_tokens: u32,
     output_tokens: u32,
@@ -768,6 +803,7 @@ pub fn job_facts(
         weights: crate::models::weights_hash(model),
         prompt_hash: *blake3::hash(&prompt).as_bytes(),
         output_hash: *blake3::hash(text.as_bytes()).as_bytes(),
+        sampling: drawn.hash(),
         prompt_tokens,
         output_tokens,
     }

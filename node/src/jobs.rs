@@ -324,6 +324,7 @@ mod tests {
             prompt_tokens: 5,
             completion_tokens: 3,
             token_ids: vec![1, 2, 3],
+            stop_token: None,
             receipt: Some("receipt".into()),
         }
     }

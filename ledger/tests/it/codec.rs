@@ -193,7 +193,7 @@ fn unknown_version_kind_and_oversize_are_refused() {
     assert!(Block::decode(&vec![0u8; MAX_BLOCK_BYTES + 1]).is_err());
 }
 
-/// Claim and Slash bodies follow specs/ledger.md §2.2 byte for byte: `escrow ‖ receipt (281 B) ‖
+/// Claim and Slash bodies follow specs/ledger.md §2.2 byte for byte: `escrow ‖ receipt (313 B) ‖
 /// worker_sig ‖ requester_sig ‖ u16 count ‖ (validator ‖ sig)*`; a Slash without the requester's
 /// countersignature (the layout before it was added) does not decode.
 #[test]
@@ -238,16 +238,16 @@ fn claim_and_slash_bodies_have_the_spec_layout() {
         let bytes = block.encode();
         assert_eq!(bytes[1], code);
         let body = &bytes[82..bytes.len() - 64];
-        assert_eq!(body.len(), 32 + 281 + 64 + 64 + 2 + 32 + 64);
+        assert_eq!(body.len(), 32 + 313 + 64 + 64 + 2 + 32 + 64);
         assert_eq!(&body[..32], &[4; 32]);
-        assert_eq!(&body[32..313], r.encode().as_slice());
-        assert_eq!(&body[313..377], &[1; 64]);
-        assert_eq!(&body[377..441], &[2; 64]);
-        assert_eq!(&body[441..443], &1u16.to_le_bytes());
-        assert_eq!(&body[443..475], &[1; 32]);
-        assert_eq!(&body[475..539], &[9; 64]);
+        assert_eq!(&body[32..345], r.encode().as_slice());
+        assert_eq!(&body[345..409], &[1; 64]);
+        assert_eq!(&body[409..473], &[2; 64]);
+        assert_eq!(&body[473..475], &1u16.to_le_bytes());
+        assert_eq!(&body[475..507], &[1; 32]);
+        assert_eq!(&body[507..571], &[9; 64]);
         let mut without = bytes.clone();
-        without.drain(82 + 377..82 + 441);
+        without.drain(82 + 409..82 + 473);
         assert!(Block::decode(&without).is_err());
     }
 }

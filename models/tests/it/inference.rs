@@ -514,3 +514,50 @@ fn sampler_replay_checks_the_receipt_shape() {
     let v = m.verify_replay(&prompt, &[5, 6], &p).unwrap();
     assert!(!v.accepted && v.scores.is_empty());
 }
+
+#[test]
+fn sampler_replay_of_a_cut_output_checks_the_prefix() {
+    let m = model();
+    let prompt = m.encode_chat(&convo()).unwrap();
+    let params = SamplingParams {
+        temperature: 0.8,
+        seed: 5,
+        stop_tokens: vec![],
+        ..SamplingParams::greedy(12)
+    };
+    let (_, c) = run(&m, &convo(), &params);
+    assert!(c.token_ids.len() >= 4, "too short to test");
+    // The consumer cut the answer after 3 tokens (a stop string, say): a complete generation it
+    // is not, a faithful prefix it is.
+    let cut = &c.token_ids[..3];
+    assert!(!m.verify_replay(&prompt, cut, &params).unwrap().accepted);
+    let v = m.verify_replay_cut(&prompt, cut, &params).unwrap();
+    assert!(v.accepted, "{:?}", v.first_rejected);
+    // A stop token inside, or more than max_tokens, is no prefix of a generation.
+    let stop = m.stop_token_ids()[0];
+    let v = m
+        .verify_replay_cut(&prompt, &[cut[0], stop, cut[1]], &params)
+        .unwrap();
+    assert_eq!(v.first_rejected, Some(1));
+    let long = SamplingParams {
+        max_tokens: 2,
+        ..params.clone()
+    };
+    assert_eq!(
+        m.verify_replay_cut(&prompt, cut, &long)
+            .unwrap()
+            .first_rejected,
+        Some(2)
+    );
+    // A substituted token (the least likely one) is rejected like in a complete output.
+    let mut replay = m.replay_prompt(&prompt).unwrap();
+    let worst = {
+        let l = replay.logits(cut, 1).unwrap();
+        (0..l.len()).min_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32
+    };
+    let forged = [cut[0], worst, cut[2]];
+    assert_eq!(
+        replay.verify_cut(&forged, &params).unwrap().first_rejected,
+        Some(1)
+    );
+}

@@ -203,6 +203,8 @@ pub struct JobFacts {
     pub prompt_hash: [u8; 32],
     /// blake3 of the answer text.
     pub output_hash: [u8; 32],
+    /// blake3 of how the answer was drawn ([`crate::chat::Drawn`]).
+    pub sampling: [u8; 32],
     /// Prompt tokens.
     pub prompt_tokens: u32,
     /// Generated tokens.

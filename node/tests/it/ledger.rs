@@ -614,10 +614,15 @@ fn tiny_model() -> std::sync::Arc<mycel_models::ChatModel> {
     )
 }
 
-/// Sends one query through the gateway B (A serves it).
-async fn ask_b(b: &RunningNode, model: &str) -> mycel_rpc_api::ChatResponse {
+/// Sends one query through the gateway B (A serves it), greedy or sampled at temperature 1 with
+/// a seed B picks.
+async fn ask_b(b: &RunningNode, model: &str, sampled: bool) -> mycel_rpc_api::ChatResponse {
     use mycel_rpc_api::MycelApiClient;
-    client(b).chat(greedy(model, "Audit me", 8)).await.unwrap()
+    let mut request = greedy(model, "Audit me", 8);
+    if sampled {
+        request.temperature = Some(1.0);
+    }
+    client(b).chat(request).await.unwrap()
 }
 
 async fn wait_for_kind(cl: &HttpClient, account: &AccountId, kind: &str) -> serde_json::Value {
@@ -641,7 +646,8 @@ async fn wait_for_kind(cl: &HttpClient, account: &AccountId, kind: &str) -> serd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_audited_job_is_claimed_with_the_validators_verdicts() {
     let (w, nodes, _dirs) = audit_world("tiny", tiny_model()).await;
-    let answer = ask_b(&nodes[1], "tiny").await;
+    // Sampled: the validators replay the worker's seeded draws.
+    let answer = ask_b(&nodes[1], "tiny", true).await;
     assert_eq!(
         answer.served_by,
         Did::from_public_key(w.nodes[0].public()).to_string()
@@ -677,10 +683,19 @@ async fn a_worker_returning_forged_outputs_is_audited_rejected_and_slashed() {
     .unwrap()
     .unwrap();
     let (w, nodes, _dirs) = audit_world(DEFAULT_CHAT_MODEL, std::sync::Arc::new(model)).await;
-    nodes[0].node.set_forge_outputs(true);
     let a_did = Did::from_public_key(w.nodes[0].public()).to_string();
-    assert_eq!(ask_b(&nodes[1], DEFAULT_CHAT_MODEL).await.served_by, a_did);
     let cb = client(&nodes[1]);
+    // An honest sampled answer first: the replay of its seeded draws accepts it and A claims.
+    assert_eq!(
+        ask_b(&nodes[1], DEFAULT_CHAT_MODEL, true).await.served_by,
+        a_did
+    );
+    wait_for_kind(&cb, &id(&w.nodes[0]), "claim").await;
+    nodes[0].node.set_forge_outputs(true);
+    assert_eq!(
+        ask_b(&nodes[1], DEFAULT_CHAT_MODEL, false).await.served_by,
+        a_did
+    );
     let slash = wait_for_kind(&cb, &id(&w.nodes[1]), "slash").await;
     assert_eq!(slash["worker"], a_did);
     let a_bal = cb.balance(id(&w.nodes[0]).to_hex()).await.unwrap();
@@ -695,7 +710,7 @@ async fn a_worker_returning_forged_outputs_is_audited_rejected_and_slashed() {
         .into_iter()
         .filter(|b| b.kind == "claim")
         .count();
-    assert_eq!(claims, 0, "a cheating worker was paid");
+    assert_eq!(claims, 1, "a cheating worker was paid");
     for n in nodes.into_iter().rev() {
         n.shutdown().await;
     }
@@ -712,7 +727,7 @@ async fn audited_work_is_minted_after_its_epoch() {
         .iter()
         .map(|a| a.balance.0 + a.stake.0)
         .sum();
-    ask_b(&nodes[1], "tiny").await;
+    ask_b(&nodes[1], "tiny", false).await;
     let ca = client(&nodes[0]);
     wait_for_kind(&ca, &id(&w.nodes[0]), "claim").await;
     let clients: Vec<HttpClient> = nodes.iter().map(client).collect();

@@ -185,13 +185,10 @@ pub fn audit_request(rng: &mut SimRng) -> AuditRequest {
     let len = mycel_ledger::receipt::RECEIPT_LEN + 128;
     AuditRequest {
         settled: (0..len).map(|_| rng.next_u64() as u8).collect(),
-        model: TINY_MODEL_ID.into(),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: pick(rng, &PROMPTS).to_string(),
-        }],
+        job: chat_job(rng),
         output: "a reply".into(),
         token_ids: (0..8).map(|_| rng.below(100) as u32).collect(),
+        stop_token: (rng.below(2) == 0).then_some(2),
     }
 }
 
