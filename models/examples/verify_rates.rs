@@ -161,12 +161,9 @@ fn load(dir: &Path, requantize: bool) -> ChatModel {
 /// An honest worker's receipt output: the emitted ids, then the stop token drawn, if any.
 fn generate(m: &ChatModel, prompt: &[u32], p: &SamplingParams) -> Vec<u32> {
     let (tx, _rx) = tokio::sync::mpsc::channel(p.max_tokens);
-    let c = m
-        .generate_from_ids(&mut m.new_session(), prompt, p, &tx)
-        .unwrap();
-    let mut ids = c.token_ids;
-    ids.extend(c.stop_token);
-    ids
+    m.generate_from_ids(&mut m.new_session(), prompt, p, &tx)
+        .unwrap()
+        .drawn_ids()
 }
 
 /// Child process: one JSON line per prompt, the outputs for WEIGHTS × MODES in that order.

@@ -94,6 +94,16 @@ pub struct Completion {
     pub stop_token: Option<u32>,
 }
 
+impl Completion {
+    /// What a sampler replay checks ([`ChatModel::verify_replay`]): the generated ids followed by
+    /// the stop token drawn, if any.
+    pub fn drawn_ids(&self) -> Vec<u32> {
+        let mut ids = self.token_ids.clone();
+        ids.extend(self.stop_token);
+        ids
+    }
+}
+
 /// A conversation's state: the KV cache and the tokens it holds. Owned by one caller at a time.
 #[derive(Debug)]
 pub struct Session {

@@ -433,12 +433,6 @@ fn teacher_forced_verification_accepts_own_output_and_rejects_forgery() {
 fn sampler_replay_accepts_seeded_output_and_rejects_forgeries() {
     let m = model();
     let prompt = m.encode_chat(&convo()).unwrap();
-    // A receipt's output: the emitted ids and the stop token the sampler drew, if any.
-    let receipt = |c: &mycel_models::Completion| {
-        let mut ids = c.token_ids.clone();
-        ids.extend(c.stop_token);
-        ids
-    };
     for (top_k, top_p) in [(Some(40), Some(0.95)), (None, None), (None, Some(0.9))] {
         let params = SamplingParams {
             temperature: 0.9,
@@ -449,7 +443,7 @@ fn sampler_replay_accepts_seeded_output_and_rejects_forgeries() {
             ..SamplingParams::greedy(16)
         };
         let (_, c) = run(&m, &convo(), &params);
-        let out = &receipt(&c);
+        let out = &c.drawn_ids();
         assert!(out.len() >= 4, "{top_k:?} {top_p:?}: too short to test");
         // Same weights, same numeric path: every position replays exactly.
         let mut replay = m.replay_prompt(&prompt).unwrap();
@@ -484,7 +478,7 @@ fn sampler_replay_accepts_seeded_output_and_rejects_forgeries() {
         ..SamplingParams::greedy(12)
     };
     let (_, g) = run(&m, &convo(), &greedy);
-    let out = receipt(&g);
+    let out = g.drawn_ids();
     let v = m.verify_replay(&prompt, &out, &greedy).unwrap();
     assert!(v.accepted);
     assert!(v.scores.iter().all(|s| s.rank == 0));

@@ -240,12 +240,9 @@ fn real_embeddings_rank_related_text_higher() {
 /// sampler drew when it stopped.
 fn worker_answer(m: &ChatModel, prompt: &[u32], p: &SamplingParams) -> Vec<u32> {
     let (tx, _rx) = tokio::sync::mpsc::channel(p.max_tokens);
-    let c = m
-        .generate_from_ids(&mut m.new_session(), prompt, p, &tx)
-        .unwrap();
-    let mut ids = c.token_ids;
-    ids.extend(c.stop_token);
-    ids
+    m.generate_from_ids(&mut m.new_session(), prompt, p, &tx)
+        .unwrap()
+        .drawn_ids()
 }
 
 #[test]
