@@ -22,17 +22,26 @@ const BLOCK: usize = 32;
 /// Bytes of a GGUF Q8_0 block: an f16 scale, then 32 i8 quants.
 const BLOCK_BYTES: usize = 2 + BLOCK;
 
-/// Weight rows per parallel work item (a multiple of the 4-row kernel).
+/// Weight rows per parallel work item (a multiple of [`GROUP`]).
 const CHUNK_ROWS: usize = 32;
 
-/// A Q8_0 matrix `rows × cols` (`cols` a multiple of 32), row-major.
+/// Rows interleaved block by block, so that the kernel reads one sequential stream.
+const GROUP: usize = 4;
+
+/// Block `b` of rows `4g..4g + 4`: their scales, then their quants.
+#[derive(Clone)]
+struct Tile {
+    scales: [f32; GROUP],
+    quants: [[i8; BLOCK]; GROUP],
+}
+
+/// A Q8_0 matrix `rows × cols` (`cols` a multiple of 32), as tiles of four rows (the last
+/// group padded with zero rows).
 pub(crate) struct Q8Matrix {
     rows: usize,
     cols: usize,
-    /// One per block, `rows × cols / 32`.
-    scales: Vec<f32>,
-    /// `rows × cols / 32` blocks.
-    quants: Vec<[i8; BLOCK]>,
+    /// Group-major, then block: `rows.div_ceil(4) × cols / 32`.
+    tiles: Vec<Tile>,
 }
 
 /// Activations quantized to Q8_0, row-major `m × cols`.
@@ -50,29 +59,27 @@ impl Q8Matrix {
         }
         let (rows, cols) = qt.shape().dims2()?;
         let data = qt.data()?;
-        let blocks = rows * cols / BLOCK;
-        if !cols.is_multiple_of(BLOCK) || data.len() != blocks * BLOCK_BYTES {
+        let bpr = cols / BLOCK;
+        if !cols.is_multiple_of(BLOCK) || data.len() != rows * bpr * BLOCK_BYTES {
             return Err(ModelsError::BadModel(format!(
                 "Q8_0 tensor {rows}×{cols} holds {} bytes",
                 data.len()
             )));
         }
-        let mut scales = Vec::with_capacity(blocks);
-        let mut quants = Vec::with_capacity(blocks);
-        for b in data.chunks_exact(BLOCK_BYTES) {
-            scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
-            let mut q = [0i8; BLOCK];
-            for (q, &byte) in q.iter_mut().zip(&b[2..]) {
+        let empty = Tile {
+            scales: [0.0; GROUP],
+            quants: [[0; BLOCK]; GROUP],
+        };
+        let mut tiles = vec![empty; rows.div_ceil(GROUP) * bpr];
+        for (i, b) in data.chunks_exact(BLOCK_BYTES).enumerate() {
+            let (r, blk) = (i / bpr, i % bpr);
+            let tile = &mut tiles[(r / GROUP) * bpr + blk];
+            tile.scales[r % GROUP] = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            for (q, &byte) in tile.quants[r % GROUP].iter_mut().zip(&b[2..]) {
                 *q = byte as i8;
             }
-            quants.push(q);
         }
-        Ok(Some(Self {
-            rows,
-            cols,
-            scales,
-            quants,
-        }))
+        Ok(Some(Self { rows, cols, tiles }))
     }
 
     /// Output width.
@@ -90,7 +97,6 @@ impl Q8Matrix {
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let m = x.len() / self.cols;
         let a = quantize(x, self.cols);
-        let bpr = self.cols / BLOCK;
         // Computed transposed (`rows × m`) so that each work item owns a contiguous slice.
         let mut out_t = vec![0f32; self.rows * m];
         {
@@ -99,7 +105,7 @@ impl Q8Matrix {
             candle_core::utils::barrier_pool().execute_chunked(slots.len(), |items| {
                 for c in items {
                     let mut dst = slots[c].lock().unwrap_or_else(|e| e.into_inner());
-                    self.rows_into(c * CHUNK_ROWS, &a, m, bpr, &mut dst);
+                    self.rows_into(c * CHUNK_ROWS, &a, m, &mut dst);
                 }
             });
         }
@@ -115,40 +121,23 @@ impl Q8Matrix {
         out
     }
 
-    /// Rows `first..first + dst.len() / m` against every activation row, into `dst`
-    /// (`rows × m`).
-    fn rows_into(&self, first: usize, a: &Q8Rows, m: usize, bpr: usize, dst: &mut [f32]) {
+    /// Rows `first..first + dst.len() / m` (`first` a multiple of 4) against every
+    /// activation row, into `dst` (`rows × m`).
+    fn rows_into(&self, first: usize, a: &Q8Rows, m: usize, dst: &mut [f32]) {
+        let bpr = self.cols / BLOCK;
         let n = dst.len() / m;
-        let row = |r: usize| {
-            let r = first + r;
-            (
-                &self.quants[r * bpr..(r + 1) * bpr],
-                &self.scales[r * bpr..(r + 1) * bpr],
-            )
-        };
-        let mut r = 0;
-        while r + 4 <= n {
-            let w = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+        for g in 0..n.div_ceil(GROUP) {
+            let first_tile = (first / GROUP + g) * bpr;
+            let tiles = &self.tiles[first_tile..first_tile + bpr];
             for i in 0..m {
                 let ai = (
                     &a.quants[i * bpr..(i + 1) * bpr],
                     &a.scales[i * bpr..(i + 1) * bpr],
                 );
-                let d = dot4(w, ai);
-                for (k, v) in d.into_iter().enumerate() {
-                    dst[(r + k) * m + i] = v;
+                let d = dot4(tiles, ai);
+                for (k, v) in d.into_iter().enumerate().take(n - g * GROUP) {
+                    dst[(g * GROUP + k) * m + i] = v;
                 }
-            }
-            r += 4;
-        }
-        for r in r..n {
-            let w = row(r);
-            for i in 0..m {
-                let ai = (
-                    &a.quants[i * bpr..(i + 1) * bpr],
-                    &a.scales[i * bpr..(i + 1) * bpr],
-                );
-                dst[r * m + i] = dot4([w, w, w, w], ai)[0];
             }
         }
     }
@@ -175,11 +164,11 @@ fn quantize(x: &[f32], cols: usize) -> Q8Rows {
     Q8Rows { scales, quants }
 }
 
-/// One weight row or activation row: its blocks and their scales.
+/// One activation row: its blocks and their scales.
 type Row<'a> = (&'a [[i8; BLOCK]], &'a [f32]);
 
-/// Dot products of four weight rows with one activation row.
-fn dot4(w: [Row<'_>; 4], a: Row<'_>) -> [f32; 4] {
+/// Dot products of the four rows of a group (its tiles) with one activation row.
+fn dot4(w: &[Tile], a: Row<'_>) -> [f32; GROUP] {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         #[allow(unsafe_code)]
@@ -190,13 +179,13 @@ fn dot4(w: [Row<'_>; 4], a: Row<'_>) -> [f32; 4] {
 }
 
 mod portable {
-    use super::Row;
+    use super::{GROUP, Row, Tile};
 
     /// Same operations as the AVX2 kernel, lane by lane.
-    pub(super) fn dot4(w: [Row<'_>; 4], a: Row<'_>) -> [f32; 4] {
-        w.map(|(wq, ws)| {
-            let mut acc = [0f32; 8];
-            for (((wb, &wd), ab), &ad) in wq.iter().zip(ws).zip(a.0).zip(a.1) {
+    pub(super) fn dot4(w: &[Tile], a: Row<'_>) -> [f32; GROUP] {
+        let mut acc = [[0f32; 8]; GROUP];
+        for ((tile, ab), &ad) in w.iter().zip(a.0).zip(a.1) {
+            for ((acc, wb), &wd) in acc.iter_mut().zip(&tile.quants).zip(&tile.scales) {
                 let d = wd * ad;
                 for (j, acc) in acc.iter_mut().enumerate() {
                     let s: i32 = (4 * j..4 * j + 4)
@@ -205,8 +194,8 @@ mod portable {
                     *acc = d.mul_add(s as f32, *acc);
                 }
             }
-            ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
-        })
+        }
+        acc.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
     }
 }
 
@@ -217,7 +206,7 @@ mod portable {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, Row};
+    use super::{BLOCK, GROUP, Row, Tile};
 
     pub(super) fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -250,16 +239,13 @@ mod avx2 {
     ///
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot4(w: [Row<'_>; 4], a: Row<'_>) -> [f32; 4] {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let n = a.1.len();
-        let w = w.map(|(q, s)| (&q[..n], &s[..n]));
-        for b in 0..n {
-            let av = load(&a.0[b]);
-            let ad = a.1[b];
-            for (acc, (wq, ws)) in acc.iter_mut().zip(&w) {
-                let q = block_dot(load(&wq[b]), av);
-                *acc = _mm256_fmadd_ps(_mm256_set1_ps(ws[b] * ad), q, *acc);
+    pub(super) unsafe fn dot4(w: &[Tile], a: Row<'_>) -> [f32; GROUP] {
+        let mut acc = [_mm256_setzero_ps(); GROUP];
+        for ((tile, ab), &ad) in w.iter().zip(a.0).zip(a.1) {
+            let av = load(ab);
+            for ((acc, wb), &wd) in acc.iter_mut().zip(&tile.quants).zip(&tile.scales) {
+                let q = block_dot(load(wb), av);
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(wd * ad), q, *acc);
             }
         }
         acc.map(|x| hsum(x))
@@ -320,18 +306,10 @@ mod tests {
         .unwrap();
         let m = Q8Matrix::from_qtensor(&qt).unwrap().unwrap();
         let a = quantize(&pseudo_random(cols, 10), cols);
-        let bpr = cols / BLOCK;
-        let row = |r: usize| {
-            (
-                &m.quants[r * bpr..(r + 1) * bpr],
-                &m.scales[r * bpr..(r + 1) * bpr],
-            )
-        };
-        let rows = [row(0), row(1), row(2), row(3)];
         let a = (&a.quants[..], &a.scales[..]);
         assert_eq!(
-            portable::dot4(rows, a).map(f32::to_bits),
-            dot4(rows, a).map(f32::to_bits)
+            portable::dot4(&m.tiles, a).map(f32::to_bits),
+            dot4(&m.tiles, a).map(f32::to_bits)
         );
     }
 
