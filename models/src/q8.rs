@@ -2,8 +2,9 @@
 //! matmuls when weights are (re)quantized to Q8_0.
 //!
 //! candle's generic Q8_0 path widens two f16 scales per 32-weight block through a function
-//! call and dots one weight row at a time. Here scales are widened to f32 once at load and four
-//! rows share each activation block. The arithmetic is exactly that of candle's AVX2
+//! call and dots one weight row at a time. Here four rows are stored interleaved block by block
+//! (one sequential stream), share each activation block, and have their four scales widened by
+//! one F16C instruction. The arithmetic is exactly that of candle's AVX2
 //! `vec_dot_q8_0_q8_0` (activations quantized the same way; per block, exact integer dots in
 //! eight i32 lanes of four products each, one fused multiply-add into eight f32 lanes, then the
 //! same horizontal sum), so outputs are bit-identical to it, and the portable fallback is
@@ -30,8 +31,9 @@ const GROUP: usize = 4;
 
 /// Block `b` of rows `4g..4g + 4`: their scales, then their quants.
 #[derive(Clone)]
+#[repr(C)]
 struct Tile {
-    scales: [f32; GROUP],
+    scales: [f16; GROUP],
     quants: [[i8; BLOCK]; GROUP],
 }
 
@@ -67,14 +69,14 @@ impl Q8Matrix {
             )));
         }
         let empty = Tile {
-            scales: [0.0; GROUP],
+            scales: [f16::ZERO; GROUP],
             quants: [[0; BLOCK]; GROUP],
         };
         let mut tiles = vec![empty; rows.div_ceil(GROUP) * bpr];
         for (i, b) in data.chunks_exact(BLOCK_BYTES).enumerate() {
             let (r, blk) = (i / bpr, i % bpr);
             let tile = &mut tiles[(r / GROUP) * bpr + blk];
-            tile.scales[r % GROUP] = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            tile.scales[r % GROUP] = f16::from_le_bytes([b[0], b[1]]);
             for (q, &byte) in tile.quants[r % GROUP].iter_mut().zip(&b[2..]) {
                 *q = byte as i8;
             }
@@ -172,7 +174,7 @@ fn dot4(w: &[Tile], a: Row<'_>) -> [f32; GROUP] {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         #[allow(unsafe_code)]
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above).
         return unsafe { avx2::dot4(w, a) };
     }
     portable::dot4(w, a)
@@ -186,7 +188,7 @@ mod portable {
         let mut acc = [[0f32; 8]; GROUP];
         for ((tile, ab), &ad) in w.iter().zip(a.0).zip(a.1) {
             for ((acc, wb), &wd) in acc.iter_mut().zip(&tile.quants).zip(&tile.scales) {
-                let d = wd * ad;
+                let d = wd.to_f32() * ad;
                 for (j, acc) in acc.iter_mut().enumerate() {
                     let s: i32 = (4 * j..4 * j + 4)
                         .map(|t| i32::from(wb[t]) * i32::from(ab[t]))
@@ -209,7 +211,9 @@ mod avx2 {
     use super::{BLOCK, GROUP, Row, Tile};
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -238,14 +242,39 @@ mod avx2 {
     /// # Safety
     ///
     /// The CPU must support AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    /// The four scales of a tile times `ad`, each broadcast to eight lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn scales(tile: &Tile, ad: f32) -> [__m256; GROUP] {
+        let bits: [u16; GROUP] = tile.scales.map(|s| s.to_bits());
+        let d = _mm_mul_ps(
+            _mm_cvtph_ps(_mm_set_epi16(
+                0,
+                0,
+                0,
+                0,
+                bits[3] as i16,
+                bits[2] as i16,
+                bits[1] as i16,
+                bits[0] as i16,
+            )),
+            _mm_set1_ps(ad),
+        );
+        let d = _mm256_castps128_ps256(d);
+        [0, 1, 2, 3].map(|r| _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(r)))
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot4(w: &[Tile], a: Row<'_>) -> [f32; GROUP] {
         let mut acc = [_mm256_setzero_ps(); GROUP];
         for ((tile, ab), &ad) in w.iter().zip(a.0).zip(a.1) {
             let av = load(ab);
-            for ((acc, wb), &wd) in acc.iter_mut().zip(&tile.quants).zip(&tile.scales) {
+            let d = scales(tile, ad);
+            for ((acc, wb), d) in acc.iter_mut().zip(&tile.quants).zip(d) {
                 let q = block_dot(load(wb), av);
-                *acc = _mm256_fmadd_ps(_mm256_set1_ps(wd * ad), q, *acc);
+                *acc = _mm256_fmadd_ps(d, q, *acc);
             }
         }
         acc.map(|x| hsum(x))
