@@ -3,8 +3,8 @@
 //!
 //! candle's generic Q8_0 path widens two f16 scales per 32-weight block through a function
 //! call and dots one weight row at a time. Here four rows are stored interleaved block by block
-//! (one sequential stream), share each activation block, and have their four scales widened by
-//! one F16C instruction. The arithmetic is exactly that of candle's AVX2
+//! (one sequential stream, prefetched ~4 KiB ahead), share each activation block, and have their
+//! four scales widened by one F16C instruction. The arithmetic is exactly that of candle's AVX2
 //! `vec_dot_q8_0_q8_0` (activations quantized the same way; per block, exact integer dots in
 //! eight i32 lanes of four products each, one fused multiply-add into eight f32 lanes, then the
 //! same horizontal sum), so outputs are bit-identical to it, and the portable fallback is
@@ -245,9 +245,6 @@ mod avx2 {
         _mm_cvtss_f32(r)
     }
 
-    /// # Safety
-    ///
-    /// The CPU must support AVX2 and FMA.
     /// The four scales of a tile times `ad`, each broadcast to eight lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn scales(tile: &Tile, ad: f32) -> [__m256; GROUP] {
