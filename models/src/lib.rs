@@ -40,6 +40,7 @@ pub mod hidden;
 pub mod llama;
 pub mod pull;
 pub mod pypi;
+mod q8;
 pub mod registry;
 pub mod sampling;
 pub mod template;

@@ -12,6 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::{ModelsError, Result};
+use crate::q8::Q8Matrix;
 
 /// Hard upper bound on a session's context, whatever the model claims (bounds KV memory).
 pub const MAX_CONTEXT: usize = 8192;
@@ -159,11 +160,55 @@ impl LlamaConfig {
     }
 }
 
+/// A weight matrix applied to the last dimension: our Q8_0 kernel ([`Q8Matrix`]) when the
+/// weights are Q8_0, candle's `QMatMul` otherwise.
+///
+/// Rows whose width is a multiple of 256 stay with candle: on CPUs with VNNI it repacks those
+/// into tiles and quantizes activations to Q8_K instead, a different rounding, and greedy
+/// outputs must not change (our kernel is bit-identical to candle's other Q8_0 path).
+enum Linear {
+    Q8(Q8Matrix),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(qt: QTensor) -> Result<Self> {
+        let cols = qt.shape().dims().last().copied().unwrap_or(0);
+        if cols.is_multiple_of(256) {
+            return Ok(Linear::Candle(QMatMul::from_qtensor(qt)?));
+        }
+        match Q8Matrix::from_qtensor(&qt)? {
+            Some(m) => Ok(Linear::Q8(m)),
+            None => Ok(Linear::Candle(QMatMul::from_qtensor(qt)?)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Q8(m) => {
+                let mut dims = x.dims().to_vec();
+                if dims.last() != Some(&m.cols()) {
+                    return Err(ModelsError::BadModel(format!(
+                        "input {dims:?} does not fit a matrix of width {}",
+                        m.cols()
+                    )));
+                }
+                let y = m.forward(&x.flatten_all()?.to_vec1::<f32>()?);
+                if let Some(last) = dims.last_mut() {
+                    *last = m.rows();
+                }
+                Ok(Tensor::from_vec(y, dims, &Device::Cpu)?)
+            }
+            Linear::Candle(w) => Ok(w.forward(x)?),
+        }
+    }
+}
+
 /// Projections that read the same input, either fused into one matmul (rows stacked, one
 /// activation quantization and one dispatch instead of several) or kept apart.
 enum Proj {
-    Fused { w: QMatMul, widths: Vec<usize> },
-    Split(Vec<QMatMul>),
+    Fused { w: Linear, widths: Vec<usize> },
+    Split(Vec<Linear>),
 }
 
 impl Proj {
@@ -181,13 +226,13 @@ impl Proj {
                     .map(|p| p.dequantize(&Device::Cpu))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 let cat = Tensor::cat(&f, 0)?;
-                let w = QMatMul::from_qtensor(QTensor::quantize(&cat, target)?)?;
+                let w = Linear::new(QTensor::quantize(&cat, target)?)?;
                 Ok(Proj::Fused { w, widths })
             }
             _ => Ok(Proj::Split(
                 parts
                     .into_iter()
-                    .map(|p| QMatMul::from_qtensor(requantize(p, requant)?).map_err(Into::into))
+                    .map(|p| Linear::new(requantize(p, requant)?))
                     .collect::<Result<Vec<_>>>()?,
             )),
         }
@@ -206,10 +251,7 @@ impl Proj {
                 }
                 Ok(out)
             }
-            Proj::Split(ws) => ws
-                .iter()
-                .map(|w| w.forward(x).map_err(Into::into))
-                .collect(),
+            Proj::Split(ws) => ws.iter().map(|w| w.forward(x)).collect(),
         }
     }
 }
@@ -218,16 +260,16 @@ struct Layer {
     attn_norm: Tensor,
     /// q, k, v.
     qkv: Proj,
-    wo: QMatMul,
+    wo: Linear,
     ffn_norm: Tensor,
     /// gate, up.
     gate_up: Proj,
-    w_down: QMatMul,
+    w_down: Linear,
 }
 
 struct Head {
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
 }
 
 /// Input of a layer-range stage.
@@ -424,9 +466,7 @@ impl Llama {
             ct.tensor(reader, name, &dev)
                 .map_err(|e| ModelsError::BadModel(format!("tensor {name}: {e}")))
         };
-        let qmm = |qt: QTensor| -> Result<QMatMul> {
-            Ok(QMatMul::from_qtensor(requantize(qt, requant)?)?)
-        };
+        let qmm = |qt: QTensor| -> Result<Linear> { Linear::new(requantize(qt, requant)?) };
         let is_last = range.end == cfg.n_layer;
         let mut embed_q = None;
         if range.start == 0 || is_last {
