@@ -69,6 +69,10 @@ pub struct InferenceArgs {
     /// Compute threads (default: $RAYON_NUM_THREADS, else all cores).
     #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
+    /// Internal: only load the model as a node does and answer the prompts, then print this
+    /// process's peak RSS (the parent runs it to measure the engine alone).
+    #[arg(long, hide = true)]
+    engine_only: bool,
 }
 
 /// Runs a bench subcommand.
@@ -126,6 +130,9 @@ fn inference(data_dir: &Path, args: &InferenceArgs) -> Result<()> {
     let k = args.prompts as usize;
     let cache = config::models_dir(data_dir);
     let verified = models::pull(&args.model, &cache, None, |_| {})?;
+    if args.engine_only {
+        return engine_alone(&verified, k, n);
+    }
     let path = verified.primary_path();
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let prompts = {
@@ -173,7 +180,47 @@ fn inference(data_dir: &Path, args: &InferenceArgs) -> Result<()> {
         Err(e) => println!("llama.cpp: failed: {e:#}"),
     }
     match peak_rss_kib() {
-        Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
+        Some(kib) => println!(
+            "peak RSS of this bench process (4 engines, 2 copies of the file): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        None => println!("peak RSS: unknown (no /proc/self/status)"),
+    }
+    // The engine alone, as a node loads it, in a process of its own.
+    let exe = std::env::current_exe().context("locating mycel-node")?;
+    let out = Process::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--engine-only")
+        .output()
+        .context("running the engine-only probe")?;
+    if !out.status.success() {
+        bail!(
+            "engine-only probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
+/// Loads the model as a node does (Q8_0), answers the prompts, prints the peak RSS.
+fn engine_alone(verified: &mycel_models::VerifiedModel, k: usize, n: usize) -> Result<()> {
+    let model = ChatModel::load(verified, &LoadOptions::default())?;
+    let prompts = bench_prompts(&model, k)?;
+    let (tx, _rx) = tokio::sync::mpsc::channel(mycel_models::sampling::MAX_NEW_TOKENS);
+    let params = mycel_models::SamplingParams {
+        stop_tokens: Vec::new(),
+        ..mycel_models::SamplingParams::greedy(n)
+    };
+    for p in &prompts {
+        model.generate_from_ids(&mut model.new_session(), p, &params, &tx)?;
+    }
+    match peak_rss_kib() {
+        Some(kib) => println!(
+            "peak RSS of our engine alone (Q8_0, {} answers): {:.1} MiB",
+            prompts.len(),
+            kib as f64 / 1024.0
+        ),
         None => println!("peak RSS: unknown (no /proc/self/status)"),
     }
     Ok(())
