@@ -481,7 +481,7 @@ mod tests {
                     weights: [2; 32],
                     prompt_hash: [3; 32],
                     output_hash: [4; 32],
-                    sampling: [5; 32],
+                    sampling: Some([5; 32]),
                     prompt_tokens: 1,
                     output_tokens: 2,
                     price: Credits::whole(u128::from(n)),

@@ -8,8 +8,11 @@ use crate::types::{AccountId, BlockHash, Credits, JobId, domain_hash};
 
 /// The requester's countersignature domain on a receipt.
 pub const RECEIPT_COUNTERSIGN: Domain = Domain::new("mycel/v1/receipt-countersign");
-/// Length of an encoded receipt.
+/// Length of an encoded receipt (version 2, the one nodes sign).
 pub const RECEIPT_LEN: usize = 313;
+/// Version 1 receipts (281 bytes, no `sampling`) still decode: blocks confirmed before version 2
+/// hold them.
+const RECEIPT_V1: u8 = 1;
 const RECEIPT_VERSION: u8 = 2;
 
 /// What a worker did for a job: signed by the worker, countersigned by the requester on delivery.
@@ -32,8 +35,9 @@ pub struct WorkReceipt {
     /// Hash of the output.
     pub output_hash: [u8; 32],
     /// Hash of how the output was drawn: sampling parameters and seed, stop strings, and the stop
-    /// token the sampler drew (an audit replays the sampler from them).
-    pub sampling: [u8; 32],
+    /// token the sampler drew (an audit replays the sampler from them). None only in a version 1
+    /// receipt, which predates it.
+    pub sampling: Option<[u8; 32]>,
     /// Prompt length in tokens.
     pub prompt_tokens: u32,
     /// Output length in tokens.
@@ -43,7 +47,7 @@ pub struct WorkReceipt {
 }
 
 impl WorkReceipt {
-    /// Canonical encoding (313 bytes).
+    /// Canonical encoding (313 bytes; 281 for a version 1 receipt).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(RECEIPT_LEN);
         self.write(&mut w);
@@ -51,7 +55,11 @@ impl WorkReceipt {
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
-        w.u8(RECEIPT_VERSION)
+        let version = match self.sampling {
+            Some(_) => RECEIPT_VERSION,
+            None => RECEIPT_V1,
+        };
+        w.u8(version)
             .bytes(&self.job_id.0)
             .bytes(&self.escrow.0)
             .bytes(&self.worker.0)
@@ -59,15 +67,18 @@ impl WorkReceipt {
             .bytes(&self.model)
             .bytes(&self.weights)
             .bytes(&self.prompt_hash)
-            .bytes(&self.output_hash)
-            .bytes(&self.sampling)
-            .u32(self.prompt_tokens)
+            .bytes(&self.output_hash);
+        if let Some(sampling) = &self.sampling {
+            w.bytes(sampling);
+        }
+        w.u32(self.prompt_tokens)
             .u32(self.output_tokens)
             .credits(self.price);
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        if r.u8()? != RECEIPT_VERSION {
+        let version = r.u8()?;
+        if version != RECEIPT_VERSION && version != RECEIPT_V1 {
             return Err(LedgerError::Decode("unknown receipt version"));
         }
         Ok(Self {
@@ -79,7 +90,10 @@ impl WorkReceipt {
             weights: r.array()?,
             prompt_hash: r.array()?,
             output_hash: r.array()?,
-            sampling: r.array()?,
+            sampling: match version {
+                RECEIPT_V1 => None,
+                _ => Some(r.array()?),
+            },
             prompt_tokens: r.u32()?,
             output_tokens: r.u32()?,
             price: r.credits()?,

@@ -161,7 +161,7 @@ async fn judge(
     if facts.model != r.model || facts.prompt_hash != r.prompt_hash {
         return Err("model or prompt does not match the receipt".into());
     }
-    if facts.sampling != r.sampling {
+    if r.sampling != Some(facts.sampling) {
         return Err("sampling parameters or stop token do not match the receipt".into());
     }
     if facts.output_hash != r.output_hash || req.token_ids.len() != r.output_tokens as usize {

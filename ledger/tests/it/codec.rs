@@ -3,7 +3,9 @@
 use mycel_identity::Signature;
 use mycel_ledger::block::{CheckpointBody, ClaimBody, MintBody, SignerSig, SlashBody};
 use mycel_ledger::codec::MAX_BLOCK_BYTES;
-use mycel_ledger::{AccountId, Block, BlockBody, BlockData, BlockHash, Credits, JobId};
+use mycel_ledger::{
+    AccountId, Block, BlockBody, BlockData, BlockHash, Credits, JobId, WorkReceipt,
+};
 use proptest::prelude::*;
 
 use crate::common::*;
@@ -39,17 +41,20 @@ fn arb_amounts() -> impl Strategy<Value = Vec<(AccountId, Credits)>> {
     })
 }
 
-fn arb_receipt() -> impl Strategy<Value = mycel_ledger::WorkReceipt> {
+fn arb_receipt() -> impl Strategy<Value = WorkReceipt> {
     (
         arb_hash(),
         arb_account(),
         arb_account(),
         any::<u32>(),
         arb_credits(),
+        proptest::option::of(any::<[u8; 32]>()),
     )
-        .prop_map(|(e, w, r, t, p)| {
+        .prop_map(|(e, w, r, t, p, sampling)| {
             let mut x = receipt(e, JobId([t as u8; 32]), w, r, p);
             x.output_tokens = t;
+            // Version 1 (no sampling) and version 2 receipts.
+            x.sampling = sampling;
             x
         })
 }
@@ -250,6 +255,49 @@ fn claim_and_slash_bodies_have_the_spec_layout() {
         without.drain(82 + 409..82 + 473);
         assert!(Block::decode(&without).is_err());
     }
+}
+
+/// A version 1 receipt (281 bytes, before `sampling`) still decodes, alone and inside a Claim
+/// block, and re-encodes to the same bytes (so its signatures and hash still verify).
+#[test]
+fn version_1_receipts_still_decode() {
+    let k = key(7, 1);
+    let mut r = receipt(
+        BlockHash([4; 32]),
+        JobId([5; 32]),
+        id(&k),
+        AccountId([6; 32]),
+        Credits(77),
+    );
+    assert_eq!(r.encode().len(), 313);
+    assert_eq!(r.encode()[0], 2);
+    r.sampling = None;
+    let v1 = r.encode();
+    assert_eq!((v1.len(), v1[0]), (281, 1));
+    assert_eq!(WorkReceipt::decode(&v1).unwrap(), r);
+    let block = Block::sign(
+        BlockData {
+            account: id(&k),
+            height: 1,
+            previous: BlockHash([3; 32]),
+            epoch: 2,
+            body: BlockBody::Claim(Box::new(ClaimBody {
+                escrow: BlockHash([4; 32]),
+                receipt: r.clone(),
+                worker_sig: Signature::from_bytes([1; 64]),
+                requester_sig: Signature::from_bytes([2; 64]),
+                verdicts: Vec::new(),
+            })),
+        },
+        &k,
+    );
+    let bytes = block.encode();
+    assert_eq!(&bytes[82 + 32..82 + 32 + 281], v1.as_slice());
+    assert_eq!(Block::decode(&bytes).unwrap(), block);
+    // Another version byte is refused.
+    let mut v3 = v1.clone();
+    v3[0] = 3;
+    assert!(WorkReceipt::decode(&v3).is_err());
 }
 
 /// xorshift64*: a fast deterministic generator for the mutation loop.

@@ -65,7 +65,7 @@ pub fn receipt(
         weights: [2; 32],
         prompt_hash: [3; 32],
         output_hash: [4; 32],
-        sampling: [5; 32],
+        sampling: Some([5; 32]),
         prompt_tokens: 10,
         output_tokens: 20,
         price,

@@ -903,7 +903,7 @@ impl Service {
             weights: facts.weights,
             prompt_hash: facts.prompt_hash,
             output_hash: facts.output_hash,
-            sampling: facts.sampling,
+            sampling: Some(facts.sampling),
             prompt_tokens: facts.prompt_tokens,
             output_tokens: facts.output_tokens,
             price: self.price(facts, e.amount),
@@ -942,7 +942,7 @@ impl Service {
             return Err(bad("it names another escrow, job or party"));
         }
         if receipt.output_hash != facts.output_hash
-            || receipt.sampling != facts.sampling
+            || receipt.sampling != Some(facts.sampling)
             || receipt.prompt_hash != facts.prompt_hash
             || receipt.prompt_tokens != facts.prompt_tokens
             || receipt.output_tokens != facts.output_tokens

@@ -650,7 +650,7 @@ pub fn run_cheating(s: &CheatScenario, params: &Params, seed: u64) -> Result<Out
             weights: [2; 32],
             prompt_hash: [3; 32],
             output_hash: output,
-            sampling: [4; 32],
+            sampling: Some([4; 32]),
             prompt_tokens: 100,
             output_tokens: 400,
             price,
