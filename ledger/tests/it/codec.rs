@@ -230,16 +230,7 @@ fn claim_and_slash_bodies_have_the_spec_layout() {
         verdicts,
     }));
     for (code, body) in [(0x09u8, claim), (0x0A, slash)] {
-        let block = Block::sign(
-            BlockData {
-                account: id(&k),
-                height: 1,
-                previous: BlockHash([3; 32]),
-                epoch: 2,
-                body,
-            },
-            &k,
-        );
+        let block = signed(&k, body);
         let bytes = block.encode();
         assert_eq!(bytes[1], code);
         let body = &bytes[82..bytes.len() - 64];
@@ -275,21 +266,15 @@ fn version_1_receipts_still_decode() {
     let v1 = r.encode();
     assert_eq!((v1.len(), v1[0]), (281, 1));
     assert_eq!(WorkReceipt::decode(&v1).unwrap(), r);
-    let block = Block::sign(
-        BlockData {
-            account: id(&k),
-            height: 1,
-            previous: BlockHash([3; 32]),
-            epoch: 2,
-            body: BlockBody::Claim(Box::new(ClaimBody {
-                escrow: BlockHash([4; 32]),
-                receipt: r.clone(),
-                worker_sig: Signature::from_bytes([1; 64]),
-                requester_sig: Signature::from_bytes([2; 64]),
-                verdicts: Vec::new(),
-            })),
-        },
+    let block = signed(
         &k,
+        BlockBody::Claim(Box::new(ClaimBody {
+            escrow: BlockHash([4; 32]),
+            receipt: r.clone(),
+            worker_sig: Signature::from_bytes([1; 64]),
+            requester_sig: Signature::from_bytes([2; 64]),
+            verdicts: Vec::new(),
+        })),
     );
     let bytes = block.encode();
     assert_eq!(&bytes[82 + 32..82 + 32 + 281], v1.as_slice());
@@ -298,6 +283,20 @@ fn version_1_receipts_still_decode() {
     let mut v3 = v1.clone();
     v3[0] = 3;
     assert!(WorkReceipt::decode(&v3).is_err());
+}
+
+/// `body` as block 1 of `k`'s chain (previous [3; 32], epoch 2).
+fn signed(k: &mycel_identity::Keypair, body: BlockBody) -> Block {
+    Block::sign(
+        BlockData {
+            account: id(k),
+            height: 1,
+            previous: BlockHash([3; 32]),
+            epoch: 2,
+            body,
+        },
+        k,
+    )
 }
 
 /// xorshift64*: a fast deterministic generator for the mutation loop.
