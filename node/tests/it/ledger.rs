@@ -672,7 +672,9 @@ async fn ask_until_claimed(
             Err(k) => kinds = k,
         }
     }
-    panic!("no confirmed claim on {a} after 3 answers: {kinds:?}")
+    let b = id(&w.nodes[1]);
+    let b_kinds = find_kind(&ca, &b, "none", Duration::ZERO).await.err();
+    panic!("no confirmed claim on {a} after 3 answers: {kinds:?}; requester {b}: {b_kinds:?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,7 +746,7 @@ async fn a_worker_returning_forged_outputs_is_audited_rejected_and_slashed() {
 /// table signs the emission split of the confirmed audited work and validation, and it is minted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audited_work_is_minted_after_its_epoch() {
-    let (w, nodes, _dirs) = audit_world_with("tiny", tiny_model(), |p| p.epoch_secs = 2).await;
+    let (w, nodes, _dirs) = audit_world_with("tiny", tiny_model(), |p| p.epoch_secs = 4).await;
     let genesis_supply: u128 = w
         .genesis
         .accounts
