@@ -386,9 +386,7 @@ impl PromptReplay<'_> {
         }
         None
     }
-}
 
-impl PromptReplay<'_> {
     /// Whether `t` ends a generation under `params` (the model's or the caller's stop tokens).
     fn is_stop(&self, t: &u32, params: &SamplingParams) -> bool {
         self.model.stop_token_ids().contains(t) || params.stop_tokens.contains(t)

@@ -38,6 +38,18 @@ fn load(m: &VerifiedModel, range: Option<(u32, u32)>) -> ChatModel {
     .unwrap()
 }
 
+/// The whole model with its matmul weights requantized to `requantize` (None: the file's own).
+fn load_as(m: &VerifiedModel, requantize: Option<candle_core::quantized::GgmlDType>) -> ChatModel {
+    ChatModel::load(
+        m,
+        &LoadOptions {
+            requantize,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn real_tokenizer_round_trips_and_known_ids() {
     let Some(m) = cached() else { return };
@@ -186,14 +198,7 @@ fn real_matches_llama_cpp_reference() {
 #[test]
 fn real_f32_matches_llama_cpp_greedy() {
     let Some(m) = cached() else { return };
-    let model = ChatModel::load(
-        &m,
-        &LoadOptions {
-            requantize: Some(candle_core::quantized::GgmlDType::F32),
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let model = load_as(&m, Some(candle_core::quantized::GgmlDType::F32));
     let reference: serde_json::Value =
         serde_json::from_str(include_str!("../data/llama_cpp_f32_greedy.json")).unwrap();
     let max_tokens = reference["max_tokens"].as_u64().unwrap() as usize;
@@ -293,14 +298,7 @@ fn worker_answer(m: &ChatModel, prompt: &[u32], p: &SamplingParams) -> Vec<u32> 
 #[test]
 fn real_sampled_answers_of_a_q4_1_worker_pass_the_q8_0_replay() {
     let Some(m) = cached() else { return };
-    let worker = ChatModel::load(
-        &m,
-        &LoadOptions {
-            requantize: None,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let worker = load_as(&m, None);
     let validator = load(&m, None);
     let questions = [
         "What is gravity?",
